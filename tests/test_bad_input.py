@@ -1,0 +1,98 @@
+"""Each kind of bad input gives one error naming file, line and column, and leaves nothing half-written."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from components.config import load_config
+from components.data.prepare import prepare_data
+from components.errors import InputError
+from components.workspace import Workspace
+from conftest import random_log, write_recbole
+
+
+def _prepare(folder, tmp_path):
+    workspace = Workspace(tmp_path / "ws")
+    config = load_config(overrides={"data": {"source": str(folder)}})
+    return prepare_data(config, workspace, progress=False)
+
+
+def _edit_inter(folder, edit):
+    path = next(folder.glob("*.inter"))
+    path.write_text(edit(path.read_text()))
+    return path
+
+
+def _assert_nothing_written(tmp_path):
+    ws = tmp_path / "ws"
+    leftovers = [p for p in ws.rglob("*") if p.is_file()] if ws.exists() else []
+    assert leftovers == []
+
+
+CASES = {
+    "missing column": (lambda t: t.replace("item_id:token", "itm:token", 1), r"missing required column.*item_id"),
+    "wrong type": (lambda t: t.replace("\n", "\nU0\tI1\t4\tyesterday\n", 1), r"line 2, column 'timestamp'.*not a number"),
+    "duplicate row": (lambda t: t + t.splitlines()[1] + "\n", r"line \d+: duplicate row"),
+    "item without metadata": (lambda t: t + "U0\tNOPE\t4\t1600000000\n", r"column 'item_id'.*'NOPE' has no metadata"),
+    "empty file": (lambda t: "", r"file is empty"),
+    "header only": (lambda t: t.splitlines()[0] + "\n", r"header but no rows"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_interactions(tmp_path, recbole_folder, case):
+    edit, message = CASES[case]
+    path = _edit_inter(recbole_folder, edit)
+    with pytest.raises(InputError, match=message) as info:
+        _prepare(recbole_folder, tmp_path)
+    assert str(path) in str(info.value)
+    _assert_nothing_written(tmp_path)
+
+
+def test_unreadable_encoding_names_the_line(tmp_path, recbole_folder):
+    path = next(recbole_folder.glob("*.inter"))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b"\t4\t", b"\t\xff\t")
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(InputError, match=r"line 4: not valid UTF-8"):
+        _prepare(recbole_folder, tmp_path)
+    _assert_nothing_written(tmp_path)
+
+
+def test_metadata_for_unknown_item(tmp_path, recbole_folder):
+    path = next(recbole_folder.glob("*.item"))
+    path.write_text(path.read_text() + "GHOST\tNobody\t2000\tDrama\n")
+    with pytest.raises(InputError, match=r"\.item, line \d+, column 'item_id': metadata for item 'GHOST'"):
+        _prepare(recbole_folder, tmp_path)
+
+
+def test_item_described_twice(tmp_path, recbole_folder):
+    path = next(recbole_folder.glob("*.item"))
+    path.write_text(path.read_text() + path.read_text().splitlines()[1] + "\n")
+    with pytest.raises(InputError, match="described twice"):
+        _prepare(recbole_folder, tmp_path)
+
+
+def test_unsorted_staged_input_is_rejected(tmp_path):
+    from components.config import SyntheticConfig
+    from components.data.synthetic import generate
+
+    staged = tmp_path / "staged"
+    generate(SyntheticConfig(users=50, seed=1), staged, progress=False)
+    table = pd.read_parquet(staged / "interactions.parquet")
+    table.iloc[::-1].to_parquet(staged / "interactions.parquet", index=False)
+    with pytest.raises(InputError, match="not sorted by user"):
+        _prepare(staged, tmp_path)
+    assert not (tmp_path / "ws" / "data").exists()
+
+
+def test_failed_rerun_keeps_previous_good_tables(tmp_path):
+    good = write_recbole(tmp_path / "good", random_log())
+    prepared = _prepare(good, tmp_path)
+    before = prepared.interactions()
+    bad = write_recbole(tmp_path / "bad", random_log(seed=3))
+    _edit_inter(bad, lambda t: t + "U0\tNOPE\t4\t1600000000\n")
+    with pytest.raises(InputError):
+        _prepare(bad, tmp_path)
+    pd.testing.assert_frame_equal(prepared.interactions(), before)
+    assert not [p for p in (tmp_path / "ws").rglob(".*") if p.name.startswith(".")]

@@ -1,0 +1,56 @@
+"""Configuration presets and overrides; the CLI's help, stats and error handling."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from components.config import available_presets, load_config
+from pipelines.cli import cli
+
+
+def test_presets_and_yaml_overrides(tmp_path):
+    assert {"synthetic", "ml-100k", "amazon-beauty", "amazon-sports"} <= set(available_presets())
+    assert load_config("ml-100k").data.format == "recbole"
+    file = tmp_path / "my.yaml"
+    file.write_text("preset: amazon-beauty\ndata:\n  k_core: 3\n")
+    config = load_config(file=file)
+    assert config.name == "amazon-beauty" and config.data.k_core == 3 and config.data.domain == "beauty"
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path):
+    with pytest.raises(ValidationError, match="k_cor"):
+        load_config(overrides={"data": {"k_cor": 3}})
+    with pytest.raises(ValidationError, match="split_ratios"):
+        load_config(overrides={"data": {"split_ratios": [0.5, 0.1, 0.1]}})
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("nope")
+
+
+def test_help_explains_each_command():
+    runner = CliRunner()
+    for args in ([], ["data"], ["data", "prepare"], ["data", "stats"], ["data", "generate"], ["run"]):
+        result = runner.invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+    assert "--workspace" in runner.invoke(cli, ["--help"]).output
+
+
+def test_stats_and_prepare_from_the_cli(tmp_path, recbole_folder):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "stats", str(recbole_folder), "--json"])
+    assert result.exit_code == 0 and '"interactions"' in result.output
+    result = runner.invoke(cli, ["-q", "-w", str(tmp_path / "ws"), "data", "prepare", "--source", str(recbole_folder)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ws" / "data" / "interactions.parquet").exists()
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, recbole_folder):
+    inter = next(recbole_folder.glob("*.inter"))
+    inter.write_text("")
+    proc = subprocess.run([sys.executable, "-c", "from pipelines.cli import main; main()", "data", "stats",
+                           str(recbole_folder)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {inter}: file is empty"
