@@ -25,7 +25,7 @@ class SyntheticConfig(_Section):
     """The embedded synthetic dataset: taste clusters, power-law activity, a readable catalogue."""
 
     users: int = Field(2_000, ge=10, le=10**9, description="number of users generated")
-    items: int | None = Field(None, ge=20, description="catalogue size; default users/5, within [200, 2e6]")
+    items: int | None = Field(None, ge=20, description="catalogue size; default users/5, within [200, 200,000]")
     clusters: int = Field(12, ge=1, le=64, description="latent taste clusters (one top category each)")
     mean_interactions: float = Field(12.0, ge=5, description="target mean interactions per user before repeats are dropped (power law, min 5)")
     max_interactions: int = Field(200, ge=5)
@@ -33,7 +33,7 @@ class SyntheticConfig(_Section):
 
     @property
     def n_items(self) -> int:
-        return self.items or int(min(max(self.users // 5, 200), 2_000_000))
+        return self.items or int(min(max(self.users // 5, 200), 200_000))
 
 
 class ColumnMapping(_Section):
@@ -68,11 +68,39 @@ class DataConfig(_Section):
         return given if given.is_absolute() or given.exists() else Path(self.data_root).expanduser() / given
 
 
+class EncoderConfig(_Section):
+    """The lightweight behaviour encoder of Eq. (1), trained for link prediction with BPR."""
+
+    kind: Literal["gat", "lightgcn"] = Field("gat", description="heterogeneous GAT (production) or LightGCN (paper's offline)")
+    task: Literal["cf", "seq"] = Field("cf", description="whose training split builds the graph")
+    dim: int = Field(64, ge=4)
+    layers: int = Field(2, ge=1, le=4)
+    heads: int = Field(4, ge=1)
+    fanouts: list[int] = Field([10, 10], description="GAT: neighbours sampled per layer while training")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    residual: bool = True
+    item_text: bool = Field(False, description="GAT: add a projection of each item's MiniLM text embedding")
+    entities: bool = Field(True, description="GAT: item->entity relations (brand, category levels, genre, year)")
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1, description="epochs without validation recall@20 gain before stopping")
+    max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (benchmarks, smoke runs)")
+    inference_batch: int = Field(8192, ge=1, description="nodes per inference batch")
+
+    @model_validator(mode="after")
+    def _fanouts_per_layer(self) -> "EncoderConfig":
+        if self.kind == "gat" and len(self.fanouts) != self.layers:
+            raise ValueError(f"encoder.fanouts needs one value per layer ({self.layers}), got {self.fanouts}")
+        return self
+
+
 class Config(_Section):
     name: str = "synthetic"
     seed: int = 42
     data: DataConfig = DataConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    encoder: EncoderConfig = EncoderConfig()
 
 
 def available_presets() -> list[str]:

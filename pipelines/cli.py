@@ -90,6 +90,53 @@ def data_generate(obj: _Context, output: str, users: int, clusters: int, seed: i
     click.echo(f"{meta.rows:,} interactions of {meta.n_users:,} users over {meta.n_items:,} items -> {output}")
 
 
+@cli.group()
+def encoder() -> None:
+    """Train the behaviour encoder (heterogeneous GAT or LightGCN) and embed every user."""
+
+
+def _encoder_overrides(kind: str | None, task: str | None, epochs: int | None, item_text: bool | None) -> dict:
+    values = {"kind": kind, "task": task, "epochs": epochs, "item_text": item_text}
+    return {"encoder": {k: v for k, v in values.items() if v is not None}}
+
+
+_kind = click.option("--kind", type=click.Choice(["gat", "lightgcn"]), default=None,
+                     help="Encoder (default from the configuration: gat).")
+_task = click.option("--task", type=click.Choice(["cf", "seq"]), default=None,
+                     help="Whose training split builds the graph: collaborative filtering or sequential.")
+
+
+@encoder.command("train")
+@_kind
+@_task
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--item-text/--no-item-text", default=None, help="GAT: add items' MiniLM text embeddings.")
+@click.pass_obj
+def encoder_train(obj: _Context, kind, task, epochs, item_text) -> None:
+    """Build the graph from training edges only, train with BPR, keep the best checkpoint."""
+    from components.behaviour import train_behaviour_encoder
+
+    report = train_behaviour_encoder(obj.config(**_encoder_overrides(kind, task, epochs, item_text)), obj.workspace,
+                                     progress=obj.progress)
+    click.echo(f"graph: {report['graph']['nodes']}")
+    v, p = report["validation"], report["popularity"]
+    click.echo(f"best epoch {report['best_epoch']}: validation recall@20 {v['recall@20']:.4f} ndcg@20 {v['ndcg@20']:.4f}"
+               f" (popularity {p['recall@20']:.4f} / {p['ndcg@20']:.4f})")
+
+
+@encoder.command("embed")
+@_kind
+@_task
+@click.pass_obj
+def encoder_embed(obj: _Context, kind, task) -> None:
+    """Write every user's behaviour vector (and every item's) to WORKSPACE/encoder."""
+    from components.behaviour import embed_users
+
+    summary = embed_users(obj.config(**_encoder_overrides(kind, task, None, None)), obj.workspace, progress=obj.progress)
+    click.echo(f"{summary['users']:,} users ({summary['cold_users']:,} cold) and {summary['items']:,} items embedded "
+               f"in {summary['seconds']:.1f}s")
+
+
 @cli.command("run")
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
 @click.pass_obj

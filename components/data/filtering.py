@@ -39,8 +39,8 @@ def summary(users: int, items: int, rows: int) -> dict:
 def _count(folder: Path, meta: StagedMeta, keep_users: np.ndarray, keep_items: np.ndarray,
            chunk_rows: int, check_order: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """Interactions per user and per item over rows whose user and item are both kept."""
-    user_counts = np.zeros(meta.n_users, np.int64)
-    item_counts = np.zeros(meta.n_items, np.int64)
+    user_counts = np.zeros(meta.n_users, np.int32)
+    item_counts = np.zeros(meta.n_items, np.int32)
     previous, row = -1, 0
     path = folder / INTERACTIONS
     for batch in iter_batches(path, ["user", "item"], chunk_rows):
@@ -54,8 +54,10 @@ def _count(folder: Path, meta: StagedMeta, keep_users: np.ndarray, keep_items: n
                 raise InputError(path, "ordinal id outside the range given in meta.json", row=row)
             previous = user[-1] if len(user) else previous
         alive = keep_users[user] & keep_items[item]
-        user_counts += np.bincount(user[alive], minlength=meta.n_users)
-        item_counts += np.bincount(item[alive], minlength=meta.n_items)
+        if alive.any():  # user-major rows: count into the chunk's user range only
+            lo, hi = int(user[0]), int(user[-1]) + 1
+            user_counts[lo:hi] += np.bincount(user[alive] - lo, minlength=hi - lo).astype(np.int32)
+            item_counts += np.bincount(item[alive], minlength=meta.n_items).astype(np.int32)
         row += len(user)
     return user_counts, item_counts, row
 

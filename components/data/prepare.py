@@ -41,7 +41,7 @@ def stage_source(config: Config, staging: Path, progress: bool = True) -> Path:
 
 def _new_index(keep: np.ndarray) -> np.ndarray:
     """Map from ordinal id to contiguous index (-1 where dropped)."""
-    return np.where(keep, np.cumsum(keep) - 1, -1)
+    return np.where(keep, np.cumsum(keep, dtype=np.int64 if len(keep) >= 2**31 else np.int32) - 1, -1)
 
 
 def _write_interactions(staged: Path, target: Path, core: CoreResult, data: DataConfig, progress: bool) -> dict:

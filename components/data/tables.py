@@ -75,6 +75,34 @@ def _to_numpy(column: pa.Array) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
+def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """A (rows × dim) float matrix as one fixed-size-list column."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The inverse of :func:`vector_array`: a (rows × dim) float32 matrix."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), -1).astype(np.float32, copy=False)
+
+
+class ColumnCursor:
+    """Reads one column of a Parquet table forward, handing out consecutive slices of rows."""
+
+    def __init__(self, path: Path, column: str, batch_rows: int = 65_536):
+        self._batches = (b.column(0) for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]))
+        self._buffer: pa.Array | None = None
+
+    def take(self, rows: int) -> pa.Array:
+        parts = [self._buffer] if self._buffer is not None else []
+        while sum(len(p) for p in parts) < rows:
+            parts.append(next(self._batches))
+        joined = pa.concat_arrays(parts)
+        self._buffer = joined.slice(rows)
+        return joined.slice(0, rows)
+
+
 def write_table(df: pd.DataFrame, target: Path, schema: pa.Schema | None = None) -> None:
     """Write a DataFrame to Parquet atomically."""
     with atomic_path(target) as tmp:

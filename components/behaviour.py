@@ -1,0 +1,224 @@
+"""Steps ``train_behaviour_encoder`` and ``embed_users``: the behaviour matrix M of Eq. (1).
+
+Outputs in ``workspace/encoder``: ``graph_stats.json``, ``entities.parquet``,
+``checkpoint.pt`` (best validation recall@20), ``training.json`` (per-epoch curve and the
+popularity baseline), ``user_vectors.parquet`` (user_idx, user_id, vector, cold) and
+``item_vectors.parquet`` (item_idx, item_id, vector).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import dgl
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from components.config import Config, EncoderConfig
+from components.data.tables import TRAIN, VALID, ColumnCursor, PreparedDataset, vector_array, write_table
+from components.data.text import describe_item
+from components.graph import SPLIT_COLUMN, build_graph, interaction_etypes, save_graph_statistics
+from components.workspace import Workspace, atomic_path, write_json
+from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
+from models.metrics import UserItemSets, full_ranking
+
+CHECKPOINT = "checkpoint.pt"
+TEXT_DIM_FILE = "item_text.npy"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    dgl.seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class ValidationSet:
+    """Full-ranking evaluation on one task's validation rows, training items excluded."""
+
+    def __init__(self, data: PreparedDataset, task: str, target_split: int = VALID):
+        frame = data.interactions(["user_idx", "item_idx", SPLIT_COLUMN[task]])
+        split = frame[SPLIT_COLUMN[task]].to_numpy()
+        users, items = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+        train, target = split == TRAIN, split == target_split
+        self.exclude = UserItemSets(users[train], items[train], data.n_users)
+        self.targets = UserItemSets(users[target], items[target], data.n_users)
+        self.users = torch.from_numpy(np.unique(users[target]))
+        self.popularity = torch.from_numpy(np.bincount(items[train], minlength=data.n_items).astype(np.float32))
+
+    def metrics(self, score) -> dict[str, float]:
+        per_user = full_ranking(score, self.users, self.exclude, self.targets, ks=(20,))
+        return {name: float(values.mean()) for name, values in per_user.items()}
+
+    def popularity_metrics(self) -> dict[str, float]:
+        return self.metrics(lambda users: self.popularity.expand(len(users), -1))
+
+    def model_metrics(self, model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, batch_size: int) -> dict[str, float]:
+        tables = {"user": torch.zeros(graph.num_nodes("user"), model.dim), "item": torch.zeros(graph.num_nodes("item"), model.dim)}
+        for ntype, ids, vectors in model.embed(graph, batch_size):
+            tables[ntype][ids] = vectors
+        return self.metrics(lambda users: tables["user"][users] @ tables["item"].T)
+
+
+def item_text_embeddings(data: PreparedDataset, workspace: Workspace, progress: bool) -> torch.Tensor:
+    """MiniLM embeddings of every item's title, brand and categories (cached in the workspace)."""
+    from models.text_encoder import TextEncoder
+
+    cache = workspace.path("encoder", TEXT_DIM_FILE)
+    items = data.items()
+    if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(items):
+        return torch.from_numpy(np.load(cache))
+    separator = " > " if data.stats["category_style"] == "path" else ", "
+    texts = [describe_item(t, b, c, separator) for t, b, c in zip(items["title"], items["brand"], items["categories"])]
+    encoder = TextEncoder()
+    vectors = np.concatenate([encoder.encode(texts[s: s + 4096])
+                              for s in tqdm(range(0, len(texts), 4096), desc="item text", disable=not progress)])
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+    return torch.from_numpy(vectors)
+
+
+def build_encoder(enc: EncoderConfig, graph: dgl.DGLHeteroGraph, item_text: torch.Tensor | None) -> BehaviourEncoder:
+    hyper = enc.model_dump(include={"dim", "layers", "heads", "dropout", "residual"})
+    return ENCODERS[enc.kind](graph, fanouts=tuple(enc.fanouts), item_text=item_text, **hyper)
+
+
+def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: torch.optim.Optimizer,
+                enc: EncoderConfig, generator: torch.Generator, progress: bool = False) -> dict[str, float]:
+    """One pass over the training edges (or ``enc.max_batches`` batches): mean loss and edges/s."""
+    model.train()
+    total_edges = sum(graph.num_edges(et) for et in interaction_etypes(graph))
+    batches = -(-total_edges // enc.batch_size)
+    if enc.max_batches:
+        batches = min(batches, enc.max_batches)
+    losses, started = [], time.perf_counter()
+    for index, batch in enumerate(tqdm(model.training_batches(graph, enc.batch_size, generator), total=batches,
+                                       desc="train", leave=False, disable=not progress)):
+        if index >= batches:
+            break
+        loss = model.batch_loss(graph, batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    seconds = time.perf_counter() - started
+    edges = min(total_edges, batches * enc.batch_size)
+    return {"loss": float(np.mean(losses)), "seconds": seconds, "edges_per_s": edges / seconds}
+
+
+def _save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epoch: int, metrics: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state": model.state_dict(), "signature": model.signature.as_dict(), "encoder": enc.model_dump(),
+                    "epoch": epoch, "metrics": metrics}, tmp)
+
+
+def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+    """Train the configured encoder with BPR, early-stopped on validation recall@20."""
+    enc = config.encoder
+    data = PreparedDataset(workspace.root / "data")
+    graph, entities = build_graph(data, enc.task, config.data.chunk_rows, with_entities=enc.kind == "gat" and enc.entities)
+    out = workspace.dir("encoder")
+    graph_stats = save_graph_statistics(graph, out / "graph_stats.json")
+    write_table(entities, out / "entities.parquet")
+    generator = seed_everything(config.seed)
+    item_text = item_text_embeddings(data, workspace, progress) if enc.kind == "gat" and enc.item_text else None
+    model = build_encoder(enc, graph, item_text)
+    optimiser = torch.optim.Adam(model.parameters(), lr=enc.lr)
+    validation = ValidationSet(data, enc.task)
+    baseline = validation.popularity_metrics()
+    history, best, waited = [], None, 0
+    bar = tqdm(range(enc.epochs), desc=f"{enc.kind} epochs", disable=not progress)
+    for epoch in bar:
+        stats = train_epoch(model, graph, optimiser, enc, generator, progress)
+        stats.update(validation.model_metrics(model, graph, enc.inference_batch), epoch=epoch)
+        history.append(stats)
+        bar.set_postfix(loss=f"{stats['loss']:.4f}", recall20=f"{stats['recall@20']:.4f}")
+        if best is None or stats["recall@20"] > best["recall@20"]:
+            best, waited = stats, 0
+            _save_checkpoint(out / CHECKPOINT, model, enc, epoch, stats)
+        else:
+            waited += 1
+            if waited >= enc.patience:
+                break
+    report = {"encoder": enc.model_dump(), "graph": graph_stats, "best_epoch": best["epoch"],
+              "validation": {k: best[k] for k in ("recall@20", "ndcg@20", "hit@20")},
+              "popularity": baseline, "history": history, "dataset": config.name}
+    write_json(out / "training.json", report)
+    return report
+
+
+def load_encoder(path: Path, graph: dgl.DGLHeteroGraph, enc: EncoderConfig,
+                 item_text: torch.Tensor | None = None) -> BehaviourEncoder:
+    """Rebuild a trained encoder; a checkpoint made for another graph or shape is refused."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint; train one first ('reland encoder train')")
+    saved = torch.load(path, map_location="cpu")
+    signature = GraphSignature(tuple(tuple(n) for n in saved["signature"]["nodes"]),
+                               tuple(tuple(r) for r in saved["signature"]["relations"]))
+    if signature != GraphSignature.of(graph):
+        raise ValueError(f"{path}: checkpoint was trained on a different graph "
+                         f"({signature.difference(GraphSignature.of(graph))}); retrain the encoder")
+    trained = EncoderConfig(**saved["encoder"])
+    for field in ("kind", "dim", "layers", "heads"):
+        if getattr(trained, field) != getattr(enc, field):
+            raise ValueError(f"{path}: checkpoint has encoder.{field}={getattr(trained, field)!r} but the configuration "
+                             f"asks for {getattr(enc, field)!r}; retrain or change the configuration")
+    model = build_encoder(trained, graph, item_text)
+    model.load_state_dict(saved["state"])
+    return model
+
+
+def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+    """Stream every user's and item's vector to Parquet in batches.
+
+    Users without a training edge are *cold*: their vector is the popularity-weighted mean
+    of item vectors (a user who looks like the crowd) and ``cold`` is set, so retrieval
+    can apply its own fallback.
+    """
+    enc = config.encoder
+    data = PreparedDataset(workspace.root / "data")
+    graph, _ = build_graph(data, enc.task, config.data.chunk_rows, with_entities=enc.kind == "gat" and enc.entities)
+    item_text = item_text_embeddings(data, workspace, progress) if enc.kind == "gat" and enc.item_text else None
+    model = load_encoder(workspace.path("encoder", CHECKPOINT), graph, enc, item_text)
+    degree = sum(graph.out_degrees(etype=et) for et in interaction_etypes(graph)).numpy()
+    item_ids = data.items()["item_id"].to_numpy()
+    user_ids = ColumnCursor(data.folder / "users.parquet", "user_id")
+    popularity = np.bincount(np.concatenate([graph.edges(etype=et)[1].numpy() for et in interaction_etypes(graph)]),
+                             minlength=graph.num_nodes("item")).astype(np.float64)
+    cold_vector = np.zeros(model.dim)
+    vector_type = pa.list_(pa.float32(), model.dim)
+    item_schema = pa.schema([("item_idx", pa.int64()), ("item_id", pa.string()), ("vector", vector_type)])
+    user_schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", vector_type),
+                             ("cold", pa.bool_())])
+    out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
+    with atomic_path(out / "item_vectors.parquet") as items_tmp, atomic_path(out / "user_vectors.parquet") as users_tmp, \
+            pq.ParquetWriter(items_tmp, item_schema) as items_out, pq.ParquetWriter(users_tmp, user_schema) as users_out, \
+            tqdm(total=graph.num_nodes("user") + graph.num_nodes("item"), desc="embed", unit="node",
+                 disable=not progress) as bar:
+        for ntype, ids, vectors in model.embed(graph, enc.inference_batch, scratch=out / "scratch"):
+            ids, vectors = ids.numpy(), vectors.numpy().copy()
+            if ntype == "item":  # items come first: the cold-user vector is ready before any user
+                cold_vector += popularity[ids] @ vectors
+                items_out.write_table(pa.Table.from_arrays(
+                    [pa.array(ids), pa.array(item_ids[ids]), vector_array(vectors)], schema=item_schema))
+            else:
+                if ids[0] != next_user or (np.diff(ids) != 1).any():
+                    raise RuntimeError("the encoder must yield users in id order")
+                next_user = int(ids[-1]) + 1
+                cold = degree[ids] == 0
+                vectors[cold] = cold_vector / max(popularity.sum(), 1.0)
+                users_out.write_table(pa.Table.from_arrays(
+                    [pa.array(ids), user_ids.take(len(ids)), vector_array(vectors), pa.array(cold)], schema=user_schema))
+            bar.update(len(ids))
+    shutil.rmtree(out / "scratch", ignore_errors=True)
+    seconds = time.perf_counter() - started
+    summary = {"users": int(graph.num_nodes("user")), "items": int(graph.num_nodes("item")),
+               "cold_users": int((degree == 0).sum()), "dim": model.dim, "seconds": round(seconds, 3),
+               "users_per_s": round(graph.num_nodes("user") / seconds)}
+    write_json(out / "embedding.json", summary)
+    return summary
