@@ -111,7 +111,7 @@ def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: t
     return {"loss": float(np.mean(losses)), "seconds": seconds, "edges_per_s": edges / seconds}
 
 
-def _save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epoch: int, metrics: dict) -> None:
+def save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epoch: int, metrics: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save({"state": model.state_dict(), "signature": model.signature.as_dict(), "encoder": enc.model_dump(),
                     "epoch": epoch, "metrics": metrics}, tmp)
@@ -140,7 +140,7 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
         bar.set_postfix(loss=f"{stats['loss']:.4f}", recall20=f"{stats['recall@20']:.4f}")
         if best is None or stats["recall@20"] > best["recall@20"]:
             best, waited = stats, 0
-            _save_checkpoint(out / CHECKPOINT, model, enc, epoch, stats)
+            save_checkpoint(out / CHECKPOINT, model, enc, epoch, stats)
         else:
             waited += 1
             if waited >= enc.patience:
