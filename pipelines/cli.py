@@ -137,6 +137,129 @@ def encoder_embed(obj: _Context, kind, task) -> None:
                f"in {summary['seconds']:.1f}s")
 
 
+@cli.group()
+def seeds() -> None:
+    """Sample the seed users whose histories the LLM reasons about."""
+
+
+@seeds.command("sample")
+@click.option("--budget", type=float, default=None, help="Seeds as a fraction of users (< 1) or a count (default 0.1).")
+@click.option("--strategy", type=click.Choice(["adaptive", "random"]), default=None,
+              help="adaptive: K-means + interaction-count importance (paper); random: the w/o a.s. ablation.")
+@click.pass_obj
+def seeds_sample(obj: _Context, budget: float | None, strategy: str | None) -> None:
+    """Sample seeds from the behaviour vectors into WORKSPACE/pool/seeds.parquet."""
+    from components.seeds import sample_seeds
+
+    summary = sample_seeds(obj.config(seeds={k: v for k, v in {"budget": budget, "strategy": strategy}.items()
+                                             if v is not None}), obj.workspace)
+    click.echo(f"{summary['seeds']:,} seeds of {summary['users']:,} users ({summary['strategy']}"
+               f"{', K=' + str(summary['clusters']) if 'clusters' in summary else ''}); mean interactions "
+               f"{summary['mean_interactions_seeds']:.1f} vs {summary['mean_interactions_users']:.1f} overall")
+
+
+@cli.group()
+def rationales() -> None:
+    """Ask the LLM for step-by-step recommendation rationales of the seed users."""
+
+
+@rationales.command("generate")
+@click.option("--prompt", type=click.Choice(["cot", "direct"]), default=None,
+              help="cot: the paper's Step 0-2 template; direct: the w/o r.p. ablation.")
+@click.option("--backend", type=click.Choice(["local", "openai"]), default=None,
+              help="local transformers model (default SmolLM2-135M) or an OpenAI-compatible server.")
+@click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://localhost:8000/v1.")
+@click.option("--model", default=None, help="Model name (sent to the server; part of the cache key).")
+@click.pass_obj
+def rationales_generate(obj: _Context, prompt, backend, base_url, model) -> None:
+    """Generate (or resume) rationales; finished calls are never paid for twice."""
+    from components.rationales import generate_rationales
+
+    values = {"prompt": prompt, "backend": backend, "base_url": base_url, "model": model}
+    summary = generate_rationales(obj.config(llm={k: v for k, v in values.items() if v is not None}), obj.workspace,
+                                  progress=obj.progress)
+    _print_llm_summary(summary)
+
+
+def _print_llm_summary(summary: dict) -> None:
+    per_user = summary["per_user_inference"]
+    click.echo(f"{summary['ok']:,}/{summary['seeds']:,} rationales ({summary['failed']} failed); LLM calls this run "
+               f"{summary['calls']:,}, cache hits {summary['cache_hits']:,}")
+    click.echo(f"tokens {summary['prompt_tokens']:,} in / {summary['completion_tokens']:,} out, "
+               f"{summary['llm_seconds']:.0f} LLM-s, ~${summary['estimated_usd']:.2f}; per-user inference for all "
+               f"{summary['users']:,} users would take {per_user['calls']:,} calls, {per_user['llm_seconds']:.0f} LLM-s, "
+               f"~${per_user['estimated_usd']:.2f}")
+
+
+@cli.group()
+def pool() -> None:
+    """Build, inspect, roll back and query the LLM Reasoning Pool in Milvus."""
+
+
+@pool.command("build")
+@click.pass_obj
+def pool_build(obj: _Context) -> None:
+    """Embed the rationales' Step-2 text and write a new pool version (Milvus collection)."""
+    from components.pool import build_pool
+
+    summary = build_pool(obj.config(), obj.workspace, progress=obj.progress)
+    click.echo(f"pool v{summary['version']}: {summary['size']:,} seeds in {summary['collection']} at {summary['uri']} "
+               f"({summary['failed']} failed, {summary['too_short']} too short, {summary['near_duplicates']} duplicates)")
+
+
+@pool.command("retrieve")
+@click.option("--top-k", type=int, default=None, help="Rationales mixed per user (1 = the paper's Eq. 3).")
+@click.pass_obj
+def pool_retrieve(obj: _Context, top_k: int | None) -> None:
+    """Give every user the rationale of its most similar seed: WORKSPACE/features/user_rationale_embedding.parquet."""
+    from components.retrieval import retrieve_rationales
+
+    summary = retrieve_rationales(obj.config(pool={"top_k": top_k} if top_k else {}), obj.workspace,
+                                  progress=obj.progress)
+    click.echo(f"{summary['users']:,} users assigned from pool v{summary['pool_version']} ({summary['pool_size']:,} seeds), "
+               f"mean similarity {summary['mean_similarity']:.3f}, {summary['users_per_s']:,} users/s")
+
+
+@pool.command("versions")
+@click.pass_obj
+def pool_versions_command(obj: _Context) -> None:
+    """List pool versions; the one in use is starred."""
+    from components.pool import current_pool, pool_versions
+
+    current = current_pool(obj.workspace).version
+    for v in pool_versions(obj.workspace):
+        click.echo(f"{'*' if v.version == current else ' '} v{v.version}  {v.size:>8,} seeds  {v.created_at}  {v.collection}")
+
+
+@pool.command("use")
+@click.argument("version", type=int)
+@click.pass_obj
+def pool_use(obj: _Context, version: int) -> None:
+    """Point the platform at pool VERSION (roll back or forward); re-run 'pool retrieve' after."""
+    from components.pool import use_pool_version
+
+    click.echo(f"now using pool v{use_pool_version(obj.workspace, version).version}")
+
+
+@pool.command("search")
+@click.argument("user_id")
+@click.option("--limit", type=int, default=3, show_default=True, help="Seeds to show.")
+@click.pass_obj
+def pool_search(obj: _Context, user_id: str, limit: int) -> None:
+    """Online path: the nearest seeds of USER_ID through Milvus search, with their rationales."""
+    import pandas as pd
+
+    from components.data.tables import vectors_of
+    from components.pool import current_pool, search_pool
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(obj.workspace.root / "encoder" / "user_vectors.parquet", filters=[("user_id", "=", user_id)])
+    if table.num_rows == 0:
+        raise click.BadParameter(f"unknown user {user_id!r}", param_hint="USER_ID")
+    for hit in search_pool(current_pool(obj.workspace), vectors_of(table.column("vector")), limit)[0]:
+        click.echo(f"{hit['similarity']:.3f}  seed {hit['seed_user_id']}\n  Step 1: {hit['step1']}\n  Step 2: {hit['step2']}")
+
+
 @cli.command("run")
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
 @click.pass_obj

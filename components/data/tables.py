@@ -84,7 +84,7 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """The inverse of :func:`vector_array`: a (rows × dim) float32 matrix."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), -1).astype(np.float32, copy=False)
+    return np.array(array.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(array), -1)
 
 
 class ColumnCursor:

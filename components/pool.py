@@ -1,0 +1,194 @@
+"""Step ``build_pool``: the LLM Reasoning Pool P = {(m_s, r_s)} in Milvus (§3.1.2).
+
+Each pool version is one Milvus collection (``reland_pool_v<N>``) holding, per seed, the
+behaviour vector m_s (COSINE index), the embedding of the Step-2 text, both steps' text,
+the model, template version, token counts and creation time.  ``pool/current.json``
+points at the version in use, so a rollback is one pointer change
+(:func:`use_pool_version`).  Size and content are controlled by filters (minimum Step-2
+length, near-duplicate removal); rationales come from the response cache, so a refresh
+with new seeds asks the LLM only about the new ones.
+
+Milvus Lite (the default, a file in the workspace) allows one process per file: every
+function here opens the client, works, and closes it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pymilvus import DataType, MilvusClient
+
+from components.config import Config
+from components.data.tables import vectors_of
+from components.workspace import Workspace, read_json, write_json
+
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
+TEXT_LIMIT = 2048
+INSERT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class PoolVersion:
+    version: int
+    collection: str
+    uri: str
+    size: int
+    behaviour_dim: int
+    rationale_dim: int
+    created_at: str
+
+
+def pool_uri(config: Config, workspace: Workspace) -> str:
+    return config.pool.uri or str(workspace.path("pool", "milvus.db"))
+
+
+@contextlib.contextmanager
+def milvus(uri: str) -> Iterator[MilvusClient]:
+    client = MilvusClient(uri=uri)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def current_pool(workspace: Workspace) -> PoolVersion:
+    pointer = workspace.root / "pool" / "current.json"
+    if not pointer.exists():
+        raise FileNotFoundError(f"{pointer}: no reasoning pool yet; run 'reland pool build'")
+    return PoolVersion(**read_json(pointer))
+
+
+def pool_versions(workspace: Workspace) -> list[PoolVersion]:
+    path = workspace.root / "pool" / "versions.json"
+    return [PoolVersion(**v) for v in read_json(path)] if path.exists() else []
+
+
+def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
+    """Point the platform at an earlier (or later) pool version: a rollback."""
+    match = [v for v in pool_versions(workspace) if v.version == version]
+    if not match:
+        raise ValueError(f"pool version {version} not found; known: {[v.version for v in pool_versions(workspace)]}")
+    with milvus(match[0].uri) as client:
+        if not client.has_collection(match[0].collection):
+            raise ValueError(f"collection {match[0].collection} is gone from {match[0].uri}")
+    write_json(workspace.path("pool", "current.json"), asdict(match[0]))
+    return match[0]
+
+
+def seed_behaviour_vectors(workspace: Workspace, seeds: np.ndarray) -> np.ndarray:
+    """Rows of M for the given users, read from the streamed vector table."""
+    wanted = pd.Index(seeds)
+    out = None
+    for batch in pq.ParquetFile(workspace.root / "encoder" / "user_vectors.parquet").iter_batches(
+            batch_size=65_536, columns=["user_idx", "vector"]):
+        users = batch.column("user_idx").to_numpy()
+        hits = wanted.get_indexer(users)
+        found = hits >= 0
+        if found.any():
+            vectors = vectors_of(batch.column("vector"))
+            out = np.zeros((len(seeds), vectors.shape[1]), np.float32) if out is None else out
+            out[hits[found]] = vectors[found]
+    return out
+
+
+def near_duplicates(embeddings: np.ndarray, threshold: float, block: int = 4096) -> np.ndarray:
+    """Mask of rows whose cosine similarity to an earlier row exceeds ``threshold``."""
+    duplicate = np.zeros(len(embeddings), bool)
+    if threshold >= 1.0:
+        return duplicate
+    for start in range(0, len(embeddings), block):
+        sims = embeddings[start: start + block] @ embeddings[:start + block].T
+        rows = np.arange(len(sims))
+        sims[:, start:][rows[:, None] <= rows[None, :]] = -1.0  # only earlier rows count
+        duplicate[start: start + len(sims)] = (sims > threshold).any(1)
+    return duplicate
+
+
+def _schema(behaviour_dim: int, rationale_dim: int):
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("seed_idx", DataType.INT64, is_primary=True)
+    schema.add_field("seed_user_id", DataType.VARCHAR, max_length=256)
+    schema.add_field("behaviour", DataType.FLOAT_VECTOR, dim=behaviour_dim)
+    schema.add_field("rationale", DataType.FLOAT_VECTOR, dim=rationale_dim)
+    for name in ("step1", "step2"):
+        schema.add_field(name, DataType.VARCHAR, max_length=TEXT_LIMIT * 4)
+    for name in ("model", "template_version"):
+        schema.add_field(name, DataType.VARCHAR, max_length=256)
+    for name in ("prompt_tokens", "completion_tokens", "created_at"):
+        schema.add_field(name, DataType.INT64)
+    return schema
+
+
+def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+    """Filter the seed rationales, embed their Step-2 text, and write a new pool version to Milvus."""
+    from models.text_encoder import TextEncoder
+
+    rationales = pd.read_parquet(workspace.path("pool", "rationales.parquet"))
+    ok = rationales[rationales["status"] == "ok"].reset_index(drop=True)
+    short = ok["step2"].str.split().str.len() < config.pool.min_words
+    ok = ok[~short].reset_index(drop=True)
+    if ok.empty:
+        raise ValueError(f"{workspace.path('pool', 'rationales.parquet')}: no usable rationale for the pool "
+                         f"({int((rationales['status'] != 'ok').sum())} failed, {int(short.sum())} too short)")
+    embeddings = TextEncoder(config.pool.text_encoder_path).encode(ok["step2"].tolist())
+    duplicate = near_duplicates(embeddings, config.pool.dedupe_threshold)
+    ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
+    behaviour = seed_behaviour_vectors(workspace, ok["user_idx"].to_numpy())
+    previous = pool_versions(workspace)
+    version = max((v.version for v in previous), default=0) + 1
+    uri = pool_uri(config, workspace)
+    pool = PoolVersion(version, f"reland_pool_v{version}", uri, len(ok), behaviour.shape[1], embeddings.shape[1],
+                       pd.Timestamp.now(tz="UTC").isoformat())
+    now = int(time.time())
+    rows = [{"seed_idx": int(r.user_idx), "seed_user_id": str(r.user_id), "behaviour": behaviour[i].tolist(),
+             "rationale": embeddings[i].tolist(), "step1": r.step1[:TEXT_LIMIT], "step2": r.step2[:TEXT_LIMIT],
+             "model": r.model, "template_version": r.template_version, "prompt_tokens": int(r.prompt_tokens),
+             "completion_tokens": int(r.completion_tokens), "created_at": now} for i, r in enumerate(ok.itertuples())]
+    with milvus(uri) as client:
+        if client.has_collection(pool.collection):
+            client.drop_collection(pool.collection)
+        index = client.prepare_index_params()
+        index.add_index(field_name="behaviour", index_type="FLAT", metric_type="COSINE")
+        index.add_index(field_name="rationale", index_type="FLAT", metric_type="COSINE")
+        client.create_collection(pool.collection, schema=_schema(pool.behaviour_dim, pool.rationale_dim),
+                                 index_params=index)
+        for start in range(0, len(rows), INSERT_BATCH):
+            client.insert(pool.collection, rows[start: start + INSERT_BATCH])
+        client.load_collection(pool.collection)
+    write_json(workspace.path("pool", "versions.json"), [asdict(v) for v in previous] + [asdict(pool)])
+    write_json(workspace.path("pool", "current.json"), asdict(pool))
+    summary = {**asdict(pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
+               "too_short": int(short.sum()), "near_duplicates": int(duplicate.sum())}
+    write_json(workspace.path("pool", f"pool_v{version}.json"), summary)
+    return summary
+
+
+def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
+    """All of a pool version's seeds: ids, behaviour vectors and rationale embeddings, ordered by seed."""
+    parts = []
+    with milvus(pool.uri) as client:
+        iterator = client.query_iterator(pool.collection, batch_size=1000,
+                                         output_fields=["seed_idx", "seed_user_id", "behaviour", "rationale"])
+        while batch := iterator.next():
+            parts.extend(batch)
+        iterator.close()
+    parts.sort(key=lambda row: row["seed_idx"])
+    return {"seed_idx": np.array([r["seed_idx"] for r in parts], np.int64),
+            "seed_user_id": np.array([r["seed_user_id"] for r in parts], object),
+            "behaviour": np.array([r["behaviour"] for r in parts], np.float32),
+            "rationale": np.array([r["rationale"] for r in parts], np.float32)}
+
+
+def search_pool(pool: PoolVersion, vectors: np.ndarray, limit: int = 1) -> list[list[dict]]:
+    """Online path of Eq. (3): Milvus COSINE search of the pool's behaviour vectors."""
+    with milvus(pool.uri) as client:
+        hits = client.search(pool.collection, data=np.asarray(vectors, np.float32).tolist(), anns_field="behaviour",
+                             limit=limit, output_fields=["seed_user_id", "step1", "step2"],
+                             search_params={"metric_type": "COSINE"})
+    return [[{"seed_idx": h["seed_idx"], "similarity": h["distance"], **h["entity"]} for h in row] for row in hits]

@@ -1,0 +1,171 @@
+"""Step ``generate_rationales``: step-by-step recommendation rationales for every seed user.
+
+Each seed's training history (the encoder task's training split: no validation or test
+item reaches a prompt) is condensed by Step 0 and sent with the template; answers are
+parsed into Step 1 (preferences, the explanation) and Step 2 (categories and items, the
+text the pool embeds).  A malformed answer is re-asked with a stricter instruction up to
+``llm.parse_retries`` times, then recorded as failed and left out of the pool.
+
+Outputs: ``pool/rationales.parquet`` and ``pool/rationales.json`` (calls, cache hits,
+tokens, LLM seconds, estimated cost, and the same extrapolated to per-user inference
+for all users: the KAR-style baseline of the paper's Table 3).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from components.config import Config, LLMConfig
+from components.data.tables import TRAIN, PreparedDataset, write_table
+from components.graph import SPLIT_COLUMN
+from components.llm_cache import ResponseCache, cache_key
+from components.prompts import (TEMPLATE_VERSION, HistoryItem, build_messages, condense_history, parse_rationale,
+                                top_categories)
+from components.workspace import Workspace, write_json
+from models.llm import Completion, LLMBackend
+
+PSEUDONYM_KEY = b"reland-seed-pseudonym"
+
+
+def make_backend(cfg: LLMConfig) -> LLMBackend:
+    if cfg.backend == "openai":
+        from models.llm import OpenAIBackend
+
+        return OpenAIBackend(cfg.base_url or "", cfg.model, cfg.api_key_env, cfg.concurrency, cfg.timeout_s,
+                             cfg.max_retries, cfg.backoff_s)
+    from models.llm import LocalBackend
+
+    # The template's answer has two lines (Step 1, Step 2): stop a row once both are written.
+    return LocalBackend(cfg.model_path, cfg.gguf_file, cfg.batch_size, name=cfg.model,
+                        stop_after_lines=2 if cfg.prompt == "cot" else 1)
+
+
+def pseudonym(user_id: str, salt: str) -> str:
+    """A stable stand-in for a user id, for anything that leaves the process."""
+    return hmac.new(PSEUDONYM_KEY + salt.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def seed_histories(data: PreparedDataset, seeds: np.ndarray, task: str, batch_rows: int) -> dict[int, list[HistoryItem]]:
+    """Training-split items of each seed user, oldest first, read in chunks."""
+    wanted = np.zeros(data.n_users, bool)
+    wanted[seeds] = True
+    column = SPLIT_COLUMN[task]
+    rows = []
+    for batch in data.iter_interactions(["user_idx", "item_idx", column], batch_rows):
+        keep = wanted[batch["user_idx"]] & (batch[column] == TRAIN)
+        rows.append(pd.DataFrame({"user_idx": batch["user_idx"][keep], "item_idx": batch["item_idx"][keep]}))
+    items = data.items().set_index("item_idx")
+    histories: dict[int, list[HistoryItem]] = {int(s): [] for s in seeds}
+    for user, item in pd.concat(rows).itertuples(index=False):
+        row = items.loc[item]
+        year = None if pd.isna(row["year"]) else int(row["year"])
+        histories[int(user)].append(HistoryItem(row["title"] or "", row["brand"], tuple(row["categories"]), year))
+    return histories
+
+
+@dataclass
+class _Job:
+    seed: int
+    history: list[str]
+    frequent: str
+    messages: list[dict]
+    key: str
+    attempts: int = 0
+    completion: Completion | None = None
+    parsed: tuple[str, str] | None = None
+
+
+def _ask(jobs: list[_Job], backend: LLMBackend, cache: ResponseCache, cfg: LLMConfig, version: str,
+         users: dict[int, str], counters: dict, progress: bool) -> None:
+    """Answer ``jobs`` from the cache, calling the LLM (in committed batches) only for misses."""
+    cached = cache.get([job.key for job in jobs])
+    missing = [job for job in jobs if job.key not in cached]
+    counters["cache_hits"] += len(jobs) - len(missing)
+    for job in jobs:
+        job.completion = cached.get(job.key)
+    step = cfg.batch_size * (cfg.concurrency if cfg.backend == "openai" else 1)
+    for start in tqdm(range(0, len(missing), step), desc="LLM", unit="batch", disable=not progress or not missing):
+        batch = missing[start: start + step]
+        answers = backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch])
+        cache.put([(j.key, backend.name, version, j.messages, a) for j, a in zip(batch, answers)])
+        counters["calls"] += len(batch)
+        for job, answer in zip(batch, answers):
+            job.completion = answer
+
+
+def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
+                        progress: bool = True) -> dict:
+    """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache."""
+    cfg = config.llm
+    data = PreparedDataset(workspace.root / "data")
+    seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
+    separator = " > " if data.stats["category_style"] == "path" else ", "
+    histories = seed_histories(data, seeds["user_idx"].to_numpy(), config.encoder.task, config.data.chunk_rows)
+    version = TEMPLATE_VERSION[cfg.prompt]
+    domain = config.data.domain
+    users = {int(u): pseudonym(str(raw), config.name) for u, raw in zip(seeds["user_idx"], seeds["user_id"])}
+    jobs = []
+    for seed in seeds["user_idx"]:
+        lines = condense_history(histories[int(seed)], cfg.history_items, cfg.max_title_chars, separator)
+        frequent = top_categories(histories[int(seed)])
+        messages = build_messages(lines, frequent, domain, cfg.prompt)
+        jobs.append(_Job(int(seed), lines, frequent, messages, cache_key(cfg.model, version, messages)))
+    backend = backend or make_backend(cfg)
+    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    counters = {"calls": 0, "cache_hits": 0}
+    started = time.perf_counter()
+    try:
+        pending = jobs
+        for attempt in range(cfg.parse_retries + 1):
+            _ask(pending, backend, cache, cfg, version, users, counters, progress)
+            for job in pending:
+                job.attempts += 1
+                job.parsed = parse_rationale(job.completion.text, cfg.prompt)
+            pending = [j for j in pending if j.parsed is None]
+            if not pending or attempt == cfg.parse_retries:
+                break
+            for job in pending:  # re-ask with a stricter instruction (a new prompt, so a new cache key)
+                job.messages = build_messages(job.history, job.frequent, domain, cfg.prompt, strict=True)
+                job.key = cache_key(cfg.model, version, job.messages)
+    finally:
+        cache.close()
+    return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, backend.name, version)
+
+
+def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jobs: list[_Job], counters: dict,
+                   seconds: float, model: str, version: str) -> dict:
+    cfg = config.llm
+    frame = pd.DataFrame({
+        "user_idx": [j.seed for j in jobs], "user_id": seeds["user_id"].astype(str).to_numpy(),
+        "status": ["ok" if j.parsed else "failed" for j in jobs],
+        "step1": [j.parsed[0] if j.parsed else "" for j in jobs],
+        "step2": [j.parsed[1] if j.parsed else "" for j in jobs],
+        "response": [j.completion.text for j in jobs], "attempts": [j.attempts for j in jobs],
+        "prompt_tokens": [j.completion.prompt_tokens for j in jobs],
+        "completion_tokens": [j.completion.completion_tokens for j in jobs],
+        "llm_seconds": [j.completion.seconds for j in jobs], "model": model, "template_version": version,
+        "created_at": pd.Timestamp.now(tz="UTC")})
+    write_table(frame, workspace.path("pool", "rationales.parquet"))
+    n_users = PreparedDataset(workspace.root / "data").n_users
+    tokens_in, tokens_out = int(frame["prompt_tokens"].sum()), int(frame["completion_tokens"].sum())
+    cost = tokens_in / 1000 * cfg.usd_per_1k_prompt_tokens + tokens_out / 1000 * cfg.usd_per_1k_completion_tokens
+    scale = n_users / max(len(frame), 1)
+    summary = {
+        "model": model, "template_version": version, "seeds": len(frame), "users": n_users,
+        "ok": int((frame["status"] == "ok").sum()), "failed": int((frame["status"] == "failed").sum()),
+        "calls": counters["calls"], "cache_hits": counters["cache_hits"], "wall_seconds": round(seconds, 2),
+        "prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+        "llm_seconds": round(float(frame["llm_seconds"].sum()), 2), "estimated_usd": round(cost, 4),
+        "per_user_inference": {"calls": n_users, "prompt_tokens": round(tokens_in * scale),
+                               "completion_tokens": round(tokens_out * scale),
+                               "llm_seconds": round(float(frame["llm_seconds"].sum()) * scale, 1),
+                               "estimated_usd": round(cost * scale, 4)}}
+    write_json(workspace.path("pool", "rationales.json"), summary)
+    return summary
+

@@ -1,0 +1,96 @@
+"""Step ``retrieve_rationales``: Eq. (3) for every user, as the ``user_rationale_embedding`` table.
+
+The bulk path loads the pool's seed vectors once and streams users through blocked
+matrix products (cosine = dot product of unit vectors), so memory is one block of users
+times the pool, whatever the number of users.  ``pool.top_k > 1`` mixes the k nearest
+seeds' rationale embeddings weighted by similarity (the paper's limitation (i),
+diversity).  Cold users (no training history) carry the encoder's crowd vector and so
+receive the rationale of the seed nearest the crowd's taste (limitation (iii)).
+
+Output ``features/user_rationale_embedding.parquet``: user_id, user_idx,
+rationale_embedding (float32 × 384), seed_user_id, similarity, pool_version,
+event_timestamp.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from components.config import Config
+from components.data.tables import vector_array, vectors_of
+from components.pool import PoolVersion, current_pool, load_pool
+from components.workspace import Workspace, atomic_path, write_json
+
+TABLE = "user_rationale_embedding.parquet"
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rows × k, best first) and cosine similarities of each user's k nearest seeds.
+
+    Both inputs must be unit rows; ties go to the lower seed index, as in an argmax.
+    """
+    sims = users @ seeds.T
+    if k == 1:
+        best = sims.argmax(1)[:, None]
+    else:
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
+    return best, np.take_along_axis(sims, best, 1)
+
+
+def mix(rationales: np.ndarray, index: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+    """Similarity-weighted mean of the chosen rationale embeddings, back on the unit sphere."""
+    if index.shape[1] == 1:
+        return rationales[index[:, 0]]
+    weights = np.maximum(similarity, 0) + 1e-6
+    mixed = (rationales[index] * (weights / weights.sum(1, keepdims=True))[..., None]).sum(1)
+    return unit_rows(mixed).astype(np.float32)
+
+
+def output_schema(rationale_dim: int) -> pa.Schema:
+    return pa.schema([("user_id", pa.string()), ("user_idx", pa.int64()),
+                      ("rationale_embedding", pa.list_(pa.float32(), rationale_dim)), ("seed_user_id", pa.string()),
+                      ("similarity", pa.float32()), ("pool_version", pa.int64()),
+                      ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+
+
+def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = True,
+                        pool: PoolVersion | None = None) -> dict:
+    """Assign every user the rationale of its most similar seed user; stream the result to Parquet."""
+    pool = pool or current_pool(workspace)
+    seeds = load_pool(pool)
+    seed_vectors = unit_rows(seeds["behaviour"]).astype(np.float32)
+    source = pq.ParquetFile(workspace.root / "encoder" / "user_vectors.parquet")
+    schema = output_schema(pool.rationale_dim)
+    now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
+    started, users, similarity_sum = time.perf_counter(), 0, 0.0
+    k = min(config.pool.top_k, len(seed_vectors))
+    target = workspace.path("features", TABLE)
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as out, \
+            tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
+        for batch in source.iter_batches(batch_size=config.pool.block_users, columns=["user_id", "user_idx", "vector"]):
+            index, similarity = nearest_seeds(unit_rows(vectors_of(batch.column("vector"))), seed_vectors, k)
+            n = batch.num_rows
+            out.write_table(pa.Table.from_arrays([
+                batch.column("user_id"), batch.column("user_idx"),
+                vector_array(mix(seeds["rationale"], index, similarity)),
+                pa.array(seeds["seed_user_id"][index[:, 0]], pa.string()),
+                pa.array(similarity[:, 0].astype(np.float32)), pa.array(np.full(n, pool.version, np.int64)),
+                pa.array(np.full(n, now.value, np.int64), pa.timestamp("us", tz="UTC"))], schema=schema))
+            users += n
+            similarity_sum += float(similarity[:, 0].sum())
+            bar.update(n)
+    seconds = time.perf_counter() - started
+    summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
+               "mean_similarity": round(similarity_sum / max(users, 1), 4), "seconds": round(seconds, 3),
+               "users_per_s": round(users / seconds), "table": str(target)}
+    write_json(workspace.path("features", "retrieval.json"), summary)
+    return summary
