@@ -29,6 +29,7 @@ from components.data.tables import vectors_of
 from components.workspace import Workspace, read_json, write_json
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite logs unimplemented optional RPCs
 TEXT_LIMIT = 2048
 INSERT_BATCH = 1000
 

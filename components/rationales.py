@@ -92,11 +92,14 @@ def _ask(jobs: list[_Job], backend: LLMBackend, cache: ResponseCache, cfg: LLMCo
     step = cfg.batch_size * (cfg.concurrency if cfg.backend == "openai" else 1)
     for start in tqdm(range(0, len(missing), step), desc="LLM", unit="batch", disable=not progress or not missing):
         batch = missing[start: start + step]
-        answers = backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch])
-        cache.put([(j.key, backend.name, version, j.messages, a) for j, a in zip(batch, answers)])
-        counters["calls"] += len(batch)
-        for job, answer in zip(batch, answers):
+
+        def keep(index: int, answer: Completion, batch=batch) -> None:  # committed as it arrives
+            job = batch[index]
+            cache.put([(job.key, backend.name, version, job.messages, answer)])
             job.completion = answer
+            counters["calls"] += 1
+
+        backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch], keep)
 
 
 def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,

@@ -43,7 +43,7 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1) -> tuple[np.
     else:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         best = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
-    return best, np.take_along_axis(sims, best, 1)
+    return best, np.clip(np.take_along_axis(sims, best, 1), -1.0, 1.0)  # float rounding can pass 1
 
 
 def mix(rationales: np.ndarray, index: np.ndarray, similarity: np.ndarray) -> np.ndarray:

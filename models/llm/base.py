@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class LLMBackend(ABC):
     name: str
 
     @abstractmethod
-    def complete(self, conversations: list[list[dict]], max_new_tokens: int,
-                 users: list[str] | None = None) -> list[Completion]:
-        """One completion per conversation, in order; ``users`` are pseudonyms for the provider's logs."""
+    def complete(self, conversations: list[list[dict]], max_new_tokens: int, users: list[str] | None = None,
+                 on_completion: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+        """One completion per conversation, in order; ``users`` are pseudonyms for the provider's logs.
+
+        ``on_completion(index, completion)`` is called as each answer arrives, so a caller can
+        persist it before a later failure in the same batch.
+        """

@@ -55,7 +55,7 @@ class LocalBackend(LLMBackend):
         self.name = name or (gguf or folder.name)
 
     @torch.no_grad()
-    def complete(self, conversations, max_new_tokens, users=None) -> list[Completion]:
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None) -> list[Completion]:
         rendered = [render(self.tokenizer, c) for c in conversations]
         texts = [text for text, _ in rendered]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
@@ -79,4 +79,6 @@ class LocalBackend(LLMBackend):
                     text=(rendered[index][1] + self.tokenizer.decode(generated[:length], skip_special_tokens=True)).strip(),
                     prompt_tokens=int(encoded["attention_mask"][row].sum()), completion_tokens=length,
                     seconds=seconds)
+                if on_completion:
+                    on_completion(index, results[index])
         return [results[i] for i in range(len(texts))]

