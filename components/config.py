@@ -140,6 +140,7 @@ class PoolConfig(_Section):
                                     description="drop a rationale this cosine-similar to one kept; 1.0 keeps all")
     top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
     block_users: int = Field(32768, ge=1, description="users per block in bulk retrieval (bounds memory)")
+    block_mb: int = Field(256, ge=1, description="cap on one block's similarity matrix; shrinks blocks for big pools")
 
 
 class Config(_Section):

@@ -141,16 +141,21 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     duplicate = near_duplicates(embeddings, config.pool.dedupe_threshold)
     ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
     behaviour = seed_behaviour_vectors(workspace, ok["user_idx"].to_numpy())
+    pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings)
+    summary = {**asdict(pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
+               "too_short": int(short.sum()), "near_duplicates": int(duplicate.sum())}
+    write_json(workspace.path("pool", f"pool_v{pool.version}.json"), summary)
+    return summary
+
+
+def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, behaviour: np.ndarray,
+                       rationale: np.ndarray) -> PoolVersion:
+    """Insert seeds (rows of ``rationales.parquet``) with their vectors as the next pool version, and point to it."""
     previous = pool_versions(workspace)
     version = max((v.version for v in previous), default=0) + 1
-    uri = pool_uri(config, workspace)
-    pool = PoolVersion(version, f"reland_pool_v{version}", uri, len(ok), behaviour.shape[1], embeddings.shape[1],
+    pool = PoolVersion(version, f"reland_pool_v{version}", uri, len(seeds), behaviour.shape[1], rationale.shape[1],
                        pd.Timestamp.now(tz="UTC").isoformat())
     now = int(time.time())
-    rows = [{"seed_idx": int(r.user_idx), "seed_user_id": str(r.user_id), "behaviour": behaviour[i].tolist(),
-             "rationale": embeddings[i].tolist(), "step1": r.step1[:TEXT_LIMIT], "step2": r.step2[:TEXT_LIMIT],
-             "model": r.model, "template_version": r.template_version, "prompt_tokens": int(r.prompt_tokens),
-             "completion_tokens": int(r.completion_tokens), "created_at": now} for i, r in enumerate(ok.itertuples())]
     with milvus(uri) as client:
         if client.has_collection(pool.collection):
             client.drop_collection(pool.collection)
@@ -159,21 +164,26 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
         index.add_index(field_name="rationale", index_type="FLAT", metric_type="COSINE")
         client.create_collection(pool.collection, schema=_schema(pool.behaviour_dim, pool.rationale_dim),
                                  index_params=index)
-        for start in range(0, len(rows), INSERT_BATCH):
-            client.insert(pool.collection, rows[start: start + INSERT_BATCH])
+        for start in range(0, len(seeds), INSERT_BATCH):
+            chunk = seeds.iloc[start: start + INSERT_BATCH]
+            client.insert(pool.collection, [
+                {"seed_idx": int(r.user_idx), "seed_user_id": str(r.user_id),
+                 "behaviour": behaviour[start + i].tolist(), "rationale": rationale[start + i].tolist(),
+                 "step1": r.step1[:TEXT_LIMIT], "step2": r.step2[:TEXT_LIMIT], "model": r.model,
+                 "template_version": r.template_version, "prompt_tokens": int(r.prompt_tokens),
+                 "completion_tokens": int(r.completion_tokens), "created_at": now}
+                for i, r in enumerate(chunk.itertuples())])
         client.load_collection(pool.collection)
     write_json(workspace.path("pool", "versions.json"), [asdict(v) for v in previous] + [asdict(pool)])
     write_json(workspace.path("pool", "current.json"), asdict(pool))
-    summary = {**asdict(pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
-               "too_short": int(short.sum()), "near_duplicates": int(duplicate.sum())}
-    write_json(workspace.path("pool", f"pool_v{version}.json"), summary)
-    return summary
+    return pool
 
 
 def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
     """All of a pool version's seeds: ids, behaviour vectors and rationale embeddings, ordered by seed."""
     parts = []
     with milvus(pool.uri) as client:
+        client.load_collection(pool.collection)  # a reopened Milvus Lite file starts with collections released
         iterator = client.query_iterator(pool.collection, batch_size=1000,
                                          output_fields=["seed_idx", "seed_user_id", "behaviour", "rationale"])
         while batch := iterator.next():
@@ -189,6 +199,7 @@ def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
 def search_pool(pool: PoolVersion, vectors: np.ndarray, limit: int = 1) -> list[list[dict]]:
     """Online path of Eq. (3): Milvus COSINE search of the pool's behaviour vectors."""
     with milvus(pool.uri) as client:
+        client.load_collection(pool.collection)
         hits = client.search(pool.collection, data=np.asarray(vectors, np.float32).tolist(), anns_field="behaviour",
                              limit=limit, output_fields=["seed_user_id", "step1", "step2"],
                              search_params={"metric_type": "COSINE"})

@@ -73,10 +73,13 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
+    block = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
     target = workspace.path("features", TABLE)
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as out, \
+    # Floats neither dictionary-encode nor compress well: spend no time trying.
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
+                                                      compression="none", write_statistics=False) as out, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
-        for batch in source.iter_batches(batch_size=config.pool.block_users, columns=["user_id", "user_idx", "vector"]):
+        for batch in source.iter_batches(batch_size=block, columns=["user_id", "user_idx", "vector"]):
             index, similarity = nearest_seeds(unit_rows(vectors_of(batch.column("vector"))), seed_vectors, k)
             n = batch.num_rows
             out.write_table(pa.Table.from_arrays([

@@ -1,0 +1,122 @@
+"""Retrieval throughput of Eq. (3): bulk path, Milvus search, and the bare matrix-product roofline.
+
+    python benchmarks/bench_retrieval.py [--users 1000000] [--seeds 10000] [--dim 64] [--milvus-users 20000]
+
+Synthetic clustered user vectors are written as ``encoder/user_vectors.parquet`` and the
+first ``--seeds`` users form a pool version in Milvus Lite.  Three children, each with its
+own peak RSS: the roofline (in-memory blocks, matmul + argmax only), the real bulk step
+``retrieve_rationales`` (Parquet in, Parquet out), and Milvus search on a sample of users.
+The bulk path should reach at least 80% of the roofline's users/s.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_measured, save  # noqa: E402
+
+SETUP = """
+import json, sys
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
+from components.data.tables import vector_array
+from components.pool import write_pool_version
+from components.workspace import Workspace
+users, seeds, dim, root = map(str, sys.argv[1:5]); users, seeds, dim = int(users), int(seeds), int(dim)
+ws = Workspace(root)
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(256, dim)).astype(np.float32)
+schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
+                    ("cold", pa.bool_())])
+with pq.ParquetWriter(ws.path("encoder", "user_vectors.parquet"), schema) as out:
+    for start in range(0, users, 100_000):
+        n = min(100_000, users - start)
+        v = centres[rng.integers(0, 256, n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
+        if start == 0:
+            seed_vectors = v[:seeds].copy()
+        ids = np.arange(start, start + n)
+        out.write_table(pa.Table.from_arrays([pa.array(ids), pa.array([f"u{i}" for i in ids]), vector_array(v),
+                                              pa.array(np.zeros(n, bool))], schema=schema))
+rationale = rng.normal(size=(seeds, 384)).astype(np.float32)
+rationale /= np.linalg.norm(rationale, axis=1, keepdims=True)
+frame = pd.DataFrame({"user_idx": np.arange(seeds), "user_id": [f"u{i}" for i in range(seeds)], "step1": "s1",
+                      "step2": "s2", "model": "bench", "template_version": "bench", "prompt_tokens": 0,
+                      "completion_tokens": 0})
+write_pool_version(ws, str(ws.path("pool", "milvus.db")), frame, seed_vectors, rationale)
+print(json.dumps({"ok": True}))
+"""
+ROOFLINE = """
+import json, sys, time
+import numpy as np
+users, seeds, dim, block = map(int, sys.argv[1:5])
+rng = np.random.default_rng(1)
+s = rng.normal(size=(seeds, dim)).astype(np.float32); s /= np.linalg.norm(s, axis=1, keepdims=True)
+u = rng.normal(size=(block, dim)).astype(np.float32)
+t = time.perf_counter()
+done = 0
+while done < users:
+    n = min(block, users - done)
+    (u[:n] @ s.T).argmax(1)
+    done += n
+print(json.dumps({"users_per_s": users / (time.perf_counter() - t)}))
+"""
+BULK = """
+import json, sys
+from components.config import load_config
+from components.retrieval import retrieve_rationales
+from components.workspace import Workspace
+print(json.dumps(retrieve_rationales(load_config(), Workspace(sys.argv[1]), progress=False)))
+"""
+MILVUS = """
+import json, sys, time
+import pyarrow.parquet as pq
+from components.data.tables import vectors_of
+from components.pool import current_pool, search_pool
+from components.workspace import Workspace
+ws, n = Workspace(sys.argv[1]), int(sys.argv[2])
+batch = next(pq.ParquetFile(ws.root / "encoder" / "user_vectors.parquet").iter_batches(batch_size=n, columns=["vector"]))
+vectors = vectors_of(batch.column("vector"))
+pool = current_pool(ws)
+t = time.perf_counter()
+for start in range(0, len(vectors), 1000):
+    search_pool(pool, vectors[start:start + 1000])
+print(json.dumps({"users_per_s": len(vectors) / (time.perf_counter() - t), "users": len(vectors)}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--seeds", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--milvus-users", type=int, default=20_000, help="users searched through Milvus")
+    parser.add_argument("--workdir", default="/tmp/reland-bench-retrieval")
+    args = parser.parse_args()
+    root = Path(args.workdir)
+    shutil.rmtree(root, ignore_errors=True)
+    run_measured(SETUP, str(args.users), str(args.seeds), str(args.dim), str(root))
+    from components.config import PoolConfig
+
+    block = max(1, min(PoolConfig().block_users, (PoolConfig().block_mb << 20) // (4 * args.seeds)))
+    roofline = run_measured(ROOFLINE, str(args.users), str(args.seeds), str(args.dim), str(block))
+    bulk = run_measured(BULK, str(root))
+    search = run_measured(MILVUS, str(root), str(min(args.milvus_users, args.users)))
+    rows = {"roofline (matmul+argmax)": roofline, "bulk retrieve_rationales": bulk, "Milvus search": search}
+    print(f"users={args.users:,} seeds={args.seeds:,} dim={args.dim} block={block:,}")
+    print(f"{'path':28}{'users/s':>12}{'peak MiB':>10}")
+    result = {"users": args.users, "seeds": args.seeds, "dim": args.dim, "block_users": block, "paths": {}}
+    for name, m in rows.items():
+        speed = m["result"]["users_per_s"]
+        result["paths"][name] = {"users_per_s": round(speed), "peak_rss_mib": round(m["peak_rss_mib"])}
+        print(f"{name:28}{speed:>12,.0f}{m['peak_rss_mib']:>10,.0f}")
+    ratio = bulk["result"]["users_per_s"] / roofline["result"]["users_per_s"]
+    result["bulk_over_roofline"] = round(ratio, 3)
+    print(f"bulk / roofline = {ratio:.1%} (target >= 80%)")
+    print(f"written to {save('retrieval', {'benchmark': 'retrieval', **result})}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
