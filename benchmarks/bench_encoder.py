@@ -33,7 +33,7 @@ print(json.dumps({"rows": data.stats["filtered"]["interactions"]}))
 """
 TRAIN = PREAMBLE + """
 import torch
-from components.behaviour import build_encoder, save_checkpoint, seed_everything, train_epoch
+from components.behaviour import Optimiser, build_encoder, save_checkpoint, seed_everything, train_epoch
 from components.data.tables import PreparedDataset
 from components.graph import build_graph, interaction_etypes
 t0 = time.perf_counter()
@@ -41,7 +41,7 @@ graph, _ = build_graph(PreparedDataset(workspace.root / "data"), "cf")
 graph_s = time.perf_counter() - t0
 generator = seed_everything(0)
 model = build_encoder(config.encoder, graph, None)
-stats = train_epoch(model, graph, torch.optim.Adam(model.parameters(), lr=0.01), config.encoder, generator)
+stats = train_epoch(model, graph, Optimiser(model, 0.01), config.encoder, generator)
 save_checkpoint(workspace.path("encoder", "checkpoint.pt"), model, config.encoder, 0, {})
 print(json.dumps({"edges": sum(graph.num_edges(et) for et in interaction_etypes(graph)), "graph_s": graph_s, **stats}))
 """
@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/reland-bench-encoder")
     args = parser.parse_args()
     runs = []
-    print(f"{'users':>10} {'train edges':>12} {'train edges/s':>14} {'train MiB':>10} {'embed users/s':>14} {'embed MiB':>10}")
+    print(f"{'users':>10} {'train edges':>12} {'steady edges/s':>14} {'train MiB':>10} {'embed users/s':>14} "
+          f"{'embed MiB':>10} {'graph+model':>12} {'working set':>12}")
     for users in args.users:
         root = Path(args.workdir) / f"u{users}"
         shutil.rmtree(root, ignore_errors=True)
@@ -70,12 +71,17 @@ def main() -> None:
         row = {"users": users, "kind": args.kind, "train_edges": train["result"]["edges"],
                "graph_build_s": round(train["result"]["graph_s"], 1),
                "train_edges_per_s": round(train["result"]["edges_per_s"]),
+               "train_setup_s": round(train["result"]["setup_s"], 1),
+               "train_steady_edges_per_s": round(train["result"]["steady_edges_per_s"]),
                "train_peak_rss_mib": round(train["peak_rss_mib"]),
                "embed_users_per_s": embed["result"]["users_per_s"], "embed_s": embed["result"]["seconds"],
-               "embed_peak_rss_mib": round(embed["peak_rss_mib"])}
+               "embed_peak_rss_mib": round(embed["peak_rss_mib"]),
+               "embed_graph_and_model_mib": embed["result"]["rss_before_inference_mib"],
+               "embed_working_set_mib": round(embed["peak_rss_mib"] - embed["result"]["rss_before_inference_mib"])}
         runs.append(row)
-        print(f"{users:>10,} {row['train_edges']:>12,} {row['train_edges_per_s']:>14,} {row['train_peak_rss_mib']:>10,}"
-              f" {row['embed_users_per_s']:>14,} {row['embed_peak_rss_mib']:>10,}")
+        print(f"{users:>10,} {row['train_edges']:>12,} {row['train_steady_edges_per_s']:>14,} {row['train_peak_rss_mib']:>10,}"
+              f" {row['embed_users_per_s']:>14,} {row['embed_peak_rss_mib']:>10,} {row['embed_graph_and_model_mib']:>12,}"
+              f" {row['embed_working_set_mib']:>12,}")
         shutil.rmtree(root, ignore_errors=True)
     print(f"written to {save(f'encoder_{args.kind}', {'benchmark': 'behaviour encoder', 'runs': runs})}")
 

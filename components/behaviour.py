@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dgl
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -27,7 +28,7 @@ from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
 from models.metrics import UserItemSets, full_ranking
 
 CHECKPOINT = "checkpoint.pt"
-TEXT_DIM_FILE = "item_text.npy"
+ITEM_TEXT_CACHE = "item_text.npy"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -68,7 +69,7 @@ def item_text_embeddings(data: PreparedDataset, workspace: Workspace, progress: 
     """MiniLM embeddings of every item's title, brand and categories (cached in the workspace)."""
     from models.text_encoder import TextEncoder
 
-    cache = workspace.path("encoder", TEXT_DIM_FILE)
+    cache = workspace.path("encoder", ITEM_TEXT_CACHE)
     items = data.items()
     if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(items):
         return torch.from_numpy(np.load(cache))
@@ -83,12 +84,31 @@ def item_text_embeddings(data: PreparedDataset, workspace: Workspace, progress: 
     return torch.from_numpy(vectors)
 
 
+class Optimiser:
+    """Adam for dense parameters plus SparseAdam for sparse embedding tables (per-step cost ∝ batch, not users)."""
+
+    def __init__(self, model: torch.nn.Module, lr: float):
+        sparse = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse
+                  for p in m.parameters()}
+        groups = ([p for p in model.parameters() if id(p) in sparse], [p for p in model.parameters() if id(p) not in sparse])
+        self.parts = ([torch.optim.SparseAdam(groups[0], lr=lr)] if groups[0] else []) + \
+                     ([torch.optim.Adam(groups[1], lr=lr)] if groups[1] else [])
+
+    def zero_grad(self) -> None:
+        for part in self.parts:
+            part.zero_grad()
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
 def build_encoder(enc: EncoderConfig, graph: dgl.DGLHeteroGraph, item_text: torch.Tensor | None) -> BehaviourEncoder:
     hyper = enc.model_dump(include={"dim", "layers", "heads", "dropout", "residual"})
     return ENCODERS[enc.kind](graph, fanouts=tuple(enc.fanouts), item_text=item_text, **hyper)
 
 
-def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: torch.optim.Optimizer,
+def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: Optimiser,
                 enc: EncoderConfig, generator: torch.Generator, progress: bool = False) -> dict[str, float]:
     """One pass over the training edges (or ``enc.max_batches`` batches): mean loss and edges/s."""
     model.train()
@@ -96,11 +116,13 @@ def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: t
     batches = -(-total_edges // enc.batch_size)
     if enc.max_batches:
         batches = min(batches, enc.max_batches)
-    losses, started = [], time.perf_counter()
+    losses, started, first_batch_s = [], time.perf_counter(), 0.0
     for index, batch in enumerate(tqdm(model.training_batches(graph, enc.batch_size, generator), total=batches,
                                        desc="train", leave=False, disable=not progress)):
         if index >= batches:
             break
+        if index == 0:  # sampler set-up (graph formats, shuffling) is paid once per epoch
+            first_batch_s = time.perf_counter() - started
         loss = model.batch_loss(graph, batch)
         optimiser.zero_grad()
         loss.backward()
@@ -108,7 +130,8 @@ def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: t
         losses.append(float(loss))
     seconds = time.perf_counter() - started
     edges = min(total_edges, batches * enc.batch_size)
-    return {"loss": float(np.mean(losses)), "seconds": seconds, "edges_per_s": edges / seconds}
+    return {"loss": float(np.mean(losses)), "seconds": seconds, "edges_per_s": edges / seconds,
+            "setup_s": first_batch_s, "steady_edges_per_s": edges / max(seconds - first_batch_s, 1e-9)}
 
 
 def save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epoch: int, metrics: dict) -> None:
@@ -128,7 +151,7 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     generator = seed_everything(config.seed)
     item_text = item_text_embeddings(data, workspace, progress) if enc.kind == "gat" and enc.item_text else None
     model = build_encoder(enc, graph, item_text)
-    optimiser = torch.optim.Adam(model.parameters(), lr=enc.lr)
+    optimiser = Optimiser(model, enc.lr)
     validation = ValidationSet(data, enc.task)
     baseline = validation.popularity_metrics()
     history, best, waited = [], None, 0
@@ -196,6 +219,7 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     user_schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", vector_type),
                              ("cold", pa.bool_())])
     out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
+    rss_before = psutil.Process().memory_info().rss  # graph and parameters loaded: the rest is inference
     with atomic_path(out / "item_vectors.parquet") as items_tmp, atomic_path(out / "user_vectors.parquet") as users_tmp, \
             pq.ParquetWriter(items_tmp, item_schema) as items_out, pq.ParquetWriter(users_tmp, user_schema) as users_out, \
             tqdm(total=graph.num_nodes("user") + graph.num_nodes("item"), desc="embed", unit="node",
@@ -219,6 +243,7 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     seconds = time.perf_counter() - started
     summary = {"users": int(graph.num_nodes("user")), "items": int(graph.num_nodes("item")),
                "cold_users": int((degree == 0).sum()), "dim": model.dim, "seconds": round(seconds, 3),
-               "users_per_s": round(graph.num_nodes("user") / seconds)}
+               "users_per_s": round(graph.num_nodes("user") / seconds),
+               "rss_before_inference_mib": round(rss_before / 2**20)}
     write_json(out / "embedding.json", summary)
     return summary

@@ -184,7 +184,7 @@ def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
     parts = []
     with milvus(pool.uri) as client:
         client.load_collection(pool.collection)  # a reopened Milvus Lite file starts with collections released
-        iterator = client.query_iterator(pool.collection, batch_size=1000,
+        iterator = client.query_iterator(pool.collection, batch_size=8192,
                                          output_fields=["seed_idx", "seed_user_id", "behaviour", "rationale"])
         while batch := iterator.next():
             parts.extend(batch)

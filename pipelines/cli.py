@@ -247,11 +247,10 @@ def pool_use(obj: _Context, version: int) -> None:
 @click.pass_obj
 def pool_search(obj: _Context, user_id: str, limit: int) -> None:
     """Online path: the nearest seeds of USER_ID through Milvus search, with their rationales."""
-    import pandas as pd
+    import pyarrow.parquet as pq
 
     from components.data.tables import vectors_of
     from components.pool import current_pool, search_pool
-    import pyarrow.parquet as pq
 
     table = pq.read_table(obj.workspace.root / "encoder" / "user_vectors.parquet", filters=[("user_id", "=", user_id)])
     if table.num_rows == 0:
@@ -264,15 +263,12 @@ def pool_search(obj: _Context, user_id: str, limit: int) -> None:
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
 @click.pass_obj
 def run(obj: _Context, dataset: str | None) -> None:
-    """Run the whole platform on the configured dataset (default: the embedded synthetic shop)."""
-    from components.data.prepare import prepare_data
+    """Run the platform end to end: data -> behaviour vectors -> seeds -> rationales -> pool -> retrieval."""
+    from pipelines.main_job import run_main_job
 
     if dataset:
         obj.preset = dataset
-    config = obj.config()
-    click.echo(f"== RELAND run: dataset '{config.name}', workspace {obj.workspace.root}")
-    prepared = prepare_data(config, obj.workspace, progress=obj.progress)
-    _print_stats(prepared.stats)
+    run_main_job(obj.config(), obj.workspace, progress=obj.progress, echo=click.echo)
 
 
 def _print_stats(stats: dict) -> None:

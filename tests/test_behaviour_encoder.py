@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
-import torch
 
 from components.behaviour import embed_users, load_encoder, train_behaviour_encoder
 from components.config import load_config
@@ -70,8 +70,7 @@ def test_training_lowers_loss_and_embeddings_are_deterministic(workspace, kind):
     data = PreparedDataset(workspace.root / "data")
     assert vectors["user_idx"].tolist() == list(range(data.n_users))
     assert vectors["user_id"].tolist() == data.users()["user_id"].tolist()
-    matrix = vectors_of(pd.read_parquet(workspace.root / "encoder" / "user_vectors.parquet", columns=["vector"])
-                        .pipe(lambda f: __import__("pyarrow").Table.from_pandas(f)).column("vector"))
+    matrix = vectors_of(pq.read_table(workspace.root / "encoder" / "user_vectors.parquet").column("vector"))
     assert matrix.shape == (data.n_users, 16) and matrix.dtype == np.float32 and np.isfinite(matrix).all()
 
 

@@ -90,7 +90,7 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
         generate_rationales(config(server.url), seeded, progress=False)
     first = build_pool(config(), seeded, progress=False)
     assert first["version"] == 1 and first["size"] > 0
-    second = build_pool(config(), seeded, progress=False)
+    build_pool(config(), seeded, progress=False)
     assert current_pool(seeded).version == 2 and [v.version for v in pool_versions(seeded)] == [1, 2]
     assert use_pool_version(seeded, 1).version == 1
     summary = retrieve_rationales(config(), seeded, progress=False)

@@ -62,7 +62,8 @@ class HeteroGAT(BehaviourEncoder):
         if len(fanouts) != layers:
             raise ValueError(f"one fan-out per layer: got {len(fanouts)} for {layers} layers")
         self.signature, self.dim, self.fanouts, self.residual = GraphSignature.of(graph), dim, list(fanouts), residual
-        self.embeddings = nn.ModuleDict({nt: nn.Embedding(n, dim) for nt, n in self.signature.nodes})
+        # Sparse gradients: a step touches only the batch's rows, whatever the number of users.
+        self.embeddings = nn.ModuleDict({nt: nn.Embedding(n, dim, sparse=True) for nt, n in self.signature.nodes})
         for table in self.embeddings.values():
             nn.init.normal_(table.weight, std=0.1)
         self.text_projection = nn.Linear(item_text.shape[1], dim) if item_text is not None else None
