@@ -46,8 +46,21 @@ save_checkpoint(workspace.path("encoder", "checkpoint.pt"), model, config.encode
 print(json.dumps({"edges": sum(graph.num_edges(et) for et in interaction_etypes(graph)), "graph_s": graph_s, **stats}))
 """
 EMBED = PREAMBLE + """
+import threading
 from components.behaviour import embed_users
-print(json.dumps(embed_users(config, workspace, progress=False)))
+
+def anonymous_mib():  # resident memory that is not file-backed (memory-mapped layer tables excluded)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+
+peak, done = [0.0], threading.Event()
+def sample():
+    while not done.wait(0.02):
+        peak[0] = max(peak[0], anonymous_mib())
+threading.Thread(target=sample, daemon=True).start()
+summary = embed_users(config, workspace, progress=False)
+done.set()
+print(json.dumps({**summary, "peak_anonymous_mib": round(peak[0])}))
 """
 
 
@@ -60,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = []
     print(f"{'users':>10} {'train edges':>12} {'steady edges/s':>14} {'train MiB':>10} {'embed users/s':>14} "
-          f"{'embed MiB':>10} {'graph+model':>12} {'working set':>12}")
+          f"{'embed MiB':>10} {'graph+model':>12} {'working set':>12} {'anon peak':>10}")
     for users in args.users:
         root = Path(args.workdir) / f"u{users}"
         shutil.rmtree(root, ignore_errors=True)
@@ -77,11 +90,12 @@ def main() -> None:
                "embed_users_per_s": embed["result"]["users_per_s"], "embed_s": embed["result"]["seconds"],
                "embed_peak_rss_mib": round(embed["peak_rss_mib"]),
                "embed_graph_and_model_mib": embed["result"]["rss_before_inference_mib"],
-               "embed_working_set_mib": round(embed["peak_rss_mib"] - embed["result"]["rss_before_inference_mib"])}
+               "embed_working_set_mib": round(embed["peak_rss_mib"] - embed["result"]["rss_before_inference_mib"]),
+               "embed_peak_anonymous_mib": embed["result"]["peak_anonymous_mib"]}
         runs.append(row)
         print(f"{users:>10,} {row['train_edges']:>12,} {row['train_steady_edges_per_s']:>14,} {row['train_peak_rss_mib']:>10,}"
               f" {row['embed_users_per_s']:>14,} {row['embed_peak_rss_mib']:>10,} {row['embed_graph_and_model_mib']:>12,}"
-              f" {row['embed_working_set_mib']:>12,}")
+              f" {row['embed_working_set_mib']:>12,} {row['embed_peak_anonymous_mib']:>10,}")
         shutil.rmtree(root, ignore_errors=True)
     print(f"written to {save(f'encoder_{args.kind}', {'benchmark': 'behaviour encoder', 'runs': runs})}")
 

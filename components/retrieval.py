@@ -14,6 +14,7 @@ event_timestamp.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,8 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rows × k, best first) and cosine similarities of each user's k nearest seeds.
 
-    Both inputs must be unit rows; ties go to the lower seed index, as in an argmax.
+    ``seeds`` must be unit rows; ``users`` need not be (a user's norm does not change which
+    seed is nearest, so it divides only the chosen similarities).  Ties go to the lower index.
     """
     sims = users @ seeds.T
     if k == 1:
@@ -43,7 +45,8 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1) -> tuple[np.
     else:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         best = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
-    return best, np.clip(np.take_along_axis(sims, best, 1), -1.0, 1.0)  # float rounding can pass 1
+    norms = np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
+    return best, np.clip(np.take_along_axis(sims, best, 1) / norms, -1.0, 1.0)  # float rounding can pass 1
 
 
 def mix(rationales: np.ndarray, index: np.ndarray, similarity: np.ndarray) -> np.ndarray:
@@ -68,6 +71,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     pool = pool or current_pool(workspace)
     seeds = load_pool(pool)
     seed_vectors = unit_rows(seeds["behaviour"]).astype(np.float32)
+    seed_ids = pa.array(seeds["seed_user_id"], pa.string())
     source = pq.ParquetFile(workspace.root / "encoder" / "user_vectors.parquet")
     schema = output_schema(pool.rationale_dim)
     now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
@@ -75,22 +79,30 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     k = min(config.pool.top_k, len(seed_vectors))
     block = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
     target = workspace.path("features", TABLE)
-    # Floats neither dictionary-encode nor compress well: spend no time trying.
+    # Floats neither dictionary-encode nor compress well: spend no time trying.  One writer thread
+    # overlaps each block's write with the next block's matrix product (two blocks in memory at most).
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
                                                       compression="none", write_statistics=False) as out, \
+            ThreadPoolExecutor(1) as writer, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
+        pending = None
         for batch in source.iter_batches(batch_size=block, columns=["user_id", "user_idx", "vector"]):
-            index, similarity = nearest_seeds(unit_rows(vectors_of(batch.column("vector"))), seed_vectors, k)
+            index, similarity = nearest_seeds(vectors_of(batch.column("vector"), copy=False), seed_vectors, k)
             n = batch.num_rows
-            out.write_table(pa.Table.from_arrays([
+            table = pa.Table.from_arrays([
                 batch.column("user_id"), batch.column("user_idx"),
                 vector_array(mix(seeds["rationale"], index, similarity)),
-                pa.array(seeds["seed_user_id"][index[:, 0]], pa.string()),
+                seed_ids.take(pa.array(index[:, 0])),
                 pa.array(similarity[:, 0].astype(np.float32)), pa.array(np.full(n, pool.version, np.int64)),
-                pa.array(np.full(n, now.value, np.int64), pa.timestamp("us", tz="UTC"))], schema=schema))
+                pa.array(np.full(n, now.value, np.int64), pa.timestamp("us", tz="UTC"))], schema=schema)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(out.write_table, table)
             users += n
             similarity_sum += float(similarity[:, 0].sum())
             bar.update(n)
+        if pending is not None:
+            pending.result()
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
                "mean_similarity": round(similarity_sum / max(users, 1), 4), "seconds": round(seconds, 3),

@@ -81,10 +81,11 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
-def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """The inverse of :func:`vector_array`: a (rows × dim) float32 matrix."""
+def vectors_of(column: pa.ChunkedArray | pa.Array, copy: bool = True) -> np.ndarray:
+    """The inverse of :func:`vector_array`: a (rows × dim) float32 matrix (a read-only view if not ``copy``)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.array(array.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(array), -1)
+    flat = array.flatten().to_numpy(zero_copy_only=False)
+    return (np.array(flat, dtype=np.float32) if copy else flat).reshape(len(array), -1)
 
 
 class ColumnCursor:
