@@ -21,9 +21,9 @@ PREAMBLE = """
 import json, sys, time
 from components.config import load_config
 from components.workspace import Workspace
-users, root, kind, batches = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-config = load_config(overrides={"synthetic": {"users": users},
-                                "encoder": {"kind": kind, "max_batches": batches, "inference_batch": 16384}})
+users, root, kind, batches, edges = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+config = load_config(overrides={"synthetic": {"users": users}, "encoder": {
+    "kind": kind, "max_batches": batches, "inference_batch": 16384, "inference_edges": edges}})
 workspace = Workspace(root)
 """
 PREPARE = PREAMBLE + """
@@ -69,19 +69,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--kind", choices=["gat", "lightgcn"], default="gat")
     parser.add_argument("--batches", type=int, default=30, help="training mini-batches measured")
+    parser.add_argument("--inference-edges", type=int, default=500_000, help="GAT inference edge budget per batch")
     parser.add_argument("--workdir", default="/tmp/reland-bench-encoder")
     args = parser.parse_args()
     runs = []
     print(f"{'users':>10} {'train edges':>12} {'steady edges/s':>14} {'train MiB':>10} {'embed users/s':>14} "
-          f"{'embed MiB':>10} {'graph+model':>12} {'working set':>12} {'anon peak':>10}")
+          f"{'embed MiB':>10} {'graph+model':>12} {'anon peak':>10} {'anon working set':>17}")
     for users in args.users:
         root = Path(args.workdir) / f"u{users}"
         shutil.rmtree(root, ignore_errors=True)
-        argv = (str(users), str(root), args.kind, str(args.batches))
+        argv = (str(users), str(root), args.kind, str(args.batches), str(args.inference_edges))
         run_measured(PREPARE, *argv)
         train = run_measured(TRAIN, *argv)
         embed = run_measured(EMBED, *argv)
-        row = {"users": users, "kind": args.kind, "train_edges": train["result"]["edges"],
+        row = {"users": users, "kind": args.kind, "inference_edges": args.inference_edges, "train_edges": train["result"]["edges"],
                "graph_build_s": round(train["result"]["graph_s"], 1),
                "train_edges_per_s": round(train["result"]["edges_per_s"]),
                "train_setup_s": round(train["result"]["setup_s"], 1),
@@ -91,13 +92,16 @@ def main() -> None:
                "embed_peak_rss_mib": round(embed["peak_rss_mib"]),
                "embed_graph_and_model_mib": embed["result"]["rss_before_inference_mib"],
                "embed_working_set_mib": round(embed["peak_rss_mib"] - embed["result"]["rss_before_inference_mib"]),
-               "embed_peak_anonymous_mib": embed["result"]["peak_anonymous_mib"]}
+               "embed_peak_anonymous_mib": embed["result"]["peak_anonymous_mib"],
+               "embed_anonymous_working_set_mib": embed["result"]["peak_anonymous_mib"]
+               - embed["result"]["anonymous_before_inference_mib"]}
         runs.append(row)
         print(f"{users:>10,} {row['train_edges']:>12,} {row['train_steady_edges_per_s']:>14,} {row['train_peak_rss_mib']:>10,}"
               f" {row['embed_users_per_s']:>14,} {row['embed_peak_rss_mib']:>10,} {row['embed_graph_and_model_mib']:>12,}"
-              f" {row['embed_working_set_mib']:>12,} {row['embed_peak_anonymous_mib']:>10,}")
+              f" {row['embed_peak_anonymous_mib']:>10,} {row['embed_anonymous_working_set_mib']:>17,}")
         shutil.rmtree(root, ignore_errors=True)
-    print(f"written to {save(f'encoder_{args.kind}', {'benchmark': 'behaviour encoder', 'runs': runs})}")
+    name = f"encoder_{args.kind}" + ("" if args.inference_edges == 500_000 else f"_edges{args.inference_edges}")
+    print(f"written to {save(name, {'benchmark': 'behaviour encoder', 'runs': runs})}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ class Optimiser:
 
 
 def build_encoder(enc: EncoderConfig, graph: dgl.DGLHeteroGraph, item_text: torch.Tensor | None) -> BehaviourEncoder:
-    hyper = enc.model_dump(include={"dim", "layers", "heads", "dropout", "residual"})
+    hyper = enc.model_dump(include={"dim", "layers", "heads", "dropout", "residual", "inference_edges"})
     return ENCODERS[enc.kind](graph, fanouts=tuple(enc.fanouts), item_text=item_text, **hyper)
 
 
@@ -186,7 +186,9 @@ def load_encoder(path: Path, graph: dgl.DGLHeteroGraph, enc: EncoderConfig,
     if signature != GraphSignature.of(graph):
         raise ValueError(f"{path}: checkpoint was trained on a different graph "
                          f"({signature.difference(GraphSignature.of(graph))}); retrain the encoder")
-    trained = EncoderConfig(**saved["encoder"])
+    # Inference settings come from the configuration in force, the architecture from the checkpoint.
+    trained = EncoderConfig(**saved["encoder"]).model_copy(
+        update={"inference_batch": enc.inference_batch, "inference_edges": enc.inference_edges})
     for field in ("kind", "dim", "layers", "heads"):
         if getattr(trained, field) != getattr(enc, field):
             raise ValueError(f"{path}: checkpoint has encoder.{field}={getattr(trained, field)!r} but the configuration "
@@ -219,7 +221,8 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     user_schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", vector_type),
                              ("cold", pa.bool_())])
     out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
-    rss_before = psutil.Process().memory_info().rss  # graph and parameters loaded: the rest is inference
+    graph.create_formats_()  # the graph's sparse indexes belong to the graph, not to any one batch
+    before = psutil.Process().memory_info()  # graph and parameters loaded: the rest is inference
     with atomic_path(out / "item_vectors.parquet") as items_tmp, atomic_path(out / "user_vectors.parquet") as users_tmp, \
             pq.ParquetWriter(items_tmp, item_schema) as items_out, pq.ParquetWriter(users_tmp, user_schema) as users_out, \
             tqdm(total=graph.num_nodes("user") + graph.num_nodes("item"), desc="embed", unit="node",
@@ -244,6 +247,7 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     summary = {"users": int(graph.num_nodes("user")), "items": int(graph.num_nodes("item")),
                "cold_users": int((degree == 0).sum()), "dim": model.dim, "seconds": round(seconds, 3),
                "users_per_s": round(graph.num_nodes("user") / seconds),
-               "rss_before_inference_mib": round(rss_before / 2**20)}
+               "rss_before_inference_mib": round(before.rss / 2**20),
+               "anonymous_before_inference_mib": round((before.rss - before.shared) / 2**20)}
     write_json(out / "embedding.json", summary)
     return summary

@@ -86,7 +86,8 @@ class EncoderConfig(_Section):
     epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1, description="epochs without validation recall@20 gain before stopping")
     max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (benchmarks, smoke runs)")
-    inference_batch: int = Field(8192, ge=1, description="nodes per inference batch")
+    inference_batch: int = Field(8192, ge=1, description="nodes per inference batch, at most")
+    inference_edges: int = Field(500_000, ge=1, description="GAT: in-edges per inference batch, about (bounds memory)")
 
     @model_validator(mode="after")
     def _fanouts_per_layer(self) -> "EncoderConfig":

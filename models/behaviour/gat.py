@@ -32,6 +32,23 @@ def _reverse(relation: str) -> str:
     return relation[4:] if relation.startswith("rev_") else f"rev_{relation}"
 
 
+def degree_batches(graph: dgl.DGLHeteroGraph, ntype: str, max_nodes: int, max_edges: int) -> Iterator[torch.Tensor]:
+    """Consecutive ids of ``ntype`` in batches of at most ``max_nodes`` nodes and about ``max_edges`` in-edges.
+
+    Budgeting edges, not nodes, bounds inference memory on power-law graphs, where a batch
+    of popular items can otherwise hold most of the graph's edges.
+    """
+    degree = sum(graph.in_degrees(etype=et) for et in graph.canonical_etypes if et[2] == ntype)
+    cumulative = torch.cumsum(torch.as_tensor(degree), 0)
+    total, start = graph.num_nodes(ntype), 0
+    while start < total:
+        before = int(cumulative[start - 1]) if start else 0
+        stop = int(torch.searchsorted(cumulative, before + max_edges, right=True))
+        stop = min(max(stop, start + 1), start + max_nodes, total)
+        yield torch.arange(start, stop)
+        start = stop
+
+
 def _sampled_in_one_thread(loader) -> Iterator:
     """Batches of ``loader``, each sampled with one OpenMP thread.
 
@@ -55,13 +72,14 @@ def _sampled_in_one_thread(loader) -> Iterator:
 class HeteroGAT(BehaviourEncoder):
     def __init__(self, graph: dgl.DGLHeteroGraph, dim: int = 64, layers: int = 2, heads: int = 4,
                  fanouts: tuple[int, ...] = (10, 10), dropout: float = 0.1, residual: bool = True,
-                 item_text: torch.Tensor | None = None, **_: object):
+                 item_text: torch.Tensor | None = None, inference_edges: int = 500_000, **_: object):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         if len(fanouts) != layers:
             raise ValueError(f"one fan-out per layer: got {len(fanouts)} for {layers} layers")
         self.signature, self.dim, self.fanouts, self.residual = GraphSignature.of(graph), dim, list(fanouts), residual
+        self.inference_edges = inference_edges
         # Sparse gradients: a step touches only the batch's rows, whatever the number of users.
         self.embeddings = nn.ModuleDict({nt: nn.Embedding(n, dim, sparse=True) for nt, n in self.signature.nodes})
         for table in self.embeddings.values():
@@ -132,7 +150,7 @@ class HeteroGAT(BehaviourEncoder):
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, graph, batch_size, scratch: Path | None = None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """Layer-wise full-neighbourhood inference; yields items first, then users, in id order."""
+        """Layer-wise full-neighbourhood inference in edge-budgeted batches; yields items, then users, in id order."""
         self.eval()
         order = ["item", "user"] + [nt for nt in graph.ntypes if nt not in ("item", "user")]
         h = {nt: self._table(nt, graph.num_nodes(nt), scratch, "input") for nt in order}
@@ -140,23 +158,19 @@ class HeteroGAT(BehaviourEncoder):
             for start in range(0, graph.num_nodes(nt), batch_size):
                 ids = torch.arange(start, min(start + batch_size, graph.num_nodes(nt)))
                 h[nt][ids] = self.input_features(nt, ids)
-        sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
         for index in range(len(self.convs)):
             last = index == len(self.convs) - 1
             out = {nt: self._table(nt, graph.num_nodes(nt), scratch, f"layer{index}") for nt in order if not last}
-            nodes = {nt: torch.arange(graph.num_nodes(nt)) for nt in order}
-            for input_nodes, output_nodes, blocks in dgl.dataloading.DataLoader(graph, nodes, sampler,
-                                                                                 batch_size=batch_size, shuffle=False):
-                result = self._layer(index, blocks[0], {nt: h[nt][ids] for nt, ids in input_nodes.items() if len(ids)})
-                for nt in sorted(output_nodes, key=order.index):
-                    ids = output_nodes[nt]
-                    if not len(ids):
-                        continue
+            for nt in order if not last else ["item", "user"]:
+                for ids in degree_batches(graph, nt, batch_size, self.inference_edges):
+                    block = dgl.to_block(graph.in_subgraph({nt: ids}), dst_nodes={nt: ids})
+                    inputs = {t: h[t][block.srcnodes[t].data[dgl.NID]] for t in block.srctypes
+                              if block.num_src_nodes(t)}
+                    result = self._layer(index, block, inputs)[nt]
                     if last:
-                        if nt in ("user", "item"):
-                            yield nt, ids, result[nt]
+                        yield nt, ids, result
                     else:
-                        out[nt][ids] = result[nt]
+                        out[nt][ids] = result
             h = out
 
     def _table(self, ntype: str, rows: int, scratch: Path | None, name: str) -> torch.Tensor:
