@@ -259,6 +259,46 @@ def pool_search(obj: _Context, user_id: str, limit: int) -> None:
         click.echo(f"{hit['similarity']:.3f}  seed {hit['seed_user_id']}\n  Step 1: {hit['step1']}\n  Step 2: {hit['step2']}")
 
 
+@cli.group()
+def features() -> None:
+    """Serve user_rationale_embedding through Feast (registry and SQLite online store in the workspace)."""
+
+
+@features.command("apply")
+@click.pass_obj
+def features_apply(obj: _Context) -> None:
+    """Register the entity, feature view and the ranker's feature service."""
+    from components.features import apply_features
+
+    click.echo(f"applied: {', '.join(apply_features(obj.config(), obj.workspace))}")
+
+
+@features.command("materialise")
+@click.pass_obj
+def features_materialise(obj: _Context) -> None:
+    """Copy new feature rows into the online store (incremental, idempotent)."""
+    from components.features import materialise_features
+
+    summary = materialise_features(obj.config(), obj.workspace)
+    click.echo(f"materialised {', '.join(summary['views'])} up to {summary['end']}")
+
+
+@features.command("show")
+@click.argument("user_id")
+@click.pass_obj
+def features_show(obj: _Context, user_id: str) -> None:
+    """Print USER_ID's online features, as a ranking service gets them."""
+    from components.features import online_features
+
+    row = {k: v[0] for k, v in online_features(obj.workspace, [user_id]).items()}
+    if row.get("seed_user_id") is None:
+        raise click.BadParameter(f"no online features for user {user_id!r} (unknown user, or not materialised)",
+                                 param_hint="USER_ID")
+    embedding = row.pop("rationale_embedding")
+    click.echo(json.dumps({**row, "rationale_embedding": f"[{len(embedding)} floats: {embedding[0]:.4f}, "
+                                                         f"{embedding[1]:.4f}, …]"}, indent=2))
+
+
 @cli.command("run")
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
 @click.pass_obj

@@ -4,19 +4,25 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import pandas as pd
+
 from components.behaviour import embed_users, train_behaviour_encoder
 from components.config import Config
 from components.data.prepare import prepare_data
+from components.features import apply_features, materialise_features, online_features
 from components.pool import build_pool
 from components.rationales import generate_rationales
-from components.retrieval import retrieve_rationales
+from components.retrieval import TABLE, retrieve_rationales
 from components.seeds import sample_seeds
 from components.workspace import Workspace, write_json
 
 
 def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
                  echo: Callable[[str], None] = print) -> dict:
-    """Run each step, print what it produced, and write ``run.json`` with each step's seconds."""
+    """Run each step, print what it produced, and write ``run.json`` with each step's seconds.
+
+    Ends with a real ``get_online_features`` call through the ranker's feature service.
+    """
     echo(f"== RELAND run: dataset '{config.name}', workspace {workspace.root}")
     steps: list[tuple[str, Callable[[], object]]] = [
         ("prepare data", lambda: prepare_data(config, workspace, progress).stats),
@@ -26,6 +32,8 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         ("generate rationales", lambda: generate_rationales(config, workspace, progress=progress)),
         ("build pool", lambda: build_pool(config, workspace, progress)),
         ("retrieve rationales", lambda: retrieve_rationales(config, workspace, progress)),
+        ("apply features", lambda: apply_features(config, workspace)),
+        ("materialise features", lambda: materialise_features(config, workspace)),
     ]
     results, timings = {}, {}
     for name, step in steps:
@@ -46,6 +54,12 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"pool v{pool['version']}: {pool['size']:,} rationales in Milvus ({pool['uri']})")
     echo(f"user_rationale_embedding: {retrieval['users']:,} users, mean similarity {retrieval['mean_similarity']:.3f} "
          f"-> {retrieval['table']}")
+    sample = pd.read_parquet(workspace.path("features", TABLE), columns=["user_id"])["user_id"].iloc[0]
+    online = {k: v[0] for k, v in online_features(workspace, [sample]).items()}
+    echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "
+         f"{online['similarity']:.3f}, pool v{online['pool_version']}, rationale_embedding "
+         f"[{len(online['rationale_embedding'])} floats]")
+    echo(f"look again: .venv/bin/reland -w {workspace.root} features show {sample}")
     summary = {"dataset": config.name, "seconds": timings, "total_seconds": round(sum(timings.values()), 2)}
     write_json(workspace.path("", "run.json"), summary)
     echo(f"== done in {summary['total_seconds']:.0f}s; every artefact is under {workspace.root}")

@@ -1,0 +1,49 @@
+"""Steps ``apply_features`` and ``materialise_features``, and online lookups for ranking services.
+
+Materialisation is incremental (Feast keeps each view's last materialised time) and
+idempotent (re-running writes the same rows); ranking services call
+``get_online_features`` through the ``ranker`` feature service, as :func:`online_features` does.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from components.config import Config
+from components.retrieval import TABLE
+from components.workspace import Workspace
+
+
+def apply_features(config: Config, workspace: Workspace) -> list[str]:
+    """Register the platform's entities, feature views and feature service in the workspace registry."""
+    from feature_repo import definitions, feature_store
+
+    if not workspace.path("features", TABLE).exists():
+        raise FileNotFoundError(f"{workspace.path('features', TABLE)}: nothing to serve; run 'reland pool retrieve' first")
+    objects = definitions(workspace)
+    feature_store(workspace).apply(objects)
+    return [obj.name for obj in objects]
+
+
+def materialise_features(config: Config, workspace: Workspace, end: datetime | None = None) -> dict:
+    """Copy feature rows newer than the last materialisation into the online store."""
+    from feature_repo import feature_store
+
+    store = feature_store(workspace)
+    end = end or datetime.now(timezone.utc)
+    store.materialize_incremental(end_date=end)
+    return {"views": [view.name for view in store.list_feature_views()], "end": end.isoformat()}
+
+
+def online_features(workspace: Workspace, user_ids: list[str]) -> dict[str, list]:
+    """The ranker's features for ``user_ids`` from the online store; unknown users come back as None."""
+    from feature_repo import FEATURE_SERVICE, feature_store
+
+    from feast.errors import FeatureServiceNotFoundException
+
+    store = feature_store(workspace)
+    try:
+        service = store.get_feature_service(FEATURE_SERVICE)
+    except FeatureServiceNotFoundException:
+        raise ValueError(f"feature service '{FEATURE_SERVICE}' is not registered in {workspace.root / 'features'}; "
+                         "run 'reland features apply' and 'reland features materialise'") from None
+    return store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()

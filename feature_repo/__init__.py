@@ -1,0 +1,9 @@
+"""The Feast project: entities, feature views and the ranker's feature service.
+
+Definitions are built per workspace (:func:`definitions`), because the offline sources are
+the workspace's Parquet tables; :func:`feature_store` opens the store whose registry and
+SQLite online store live in ``workspace/features``.  May import: ``components`` (paths).
+"""
+from feature_repo.repo import FEATURE_SERVICE, definitions, feature_store
+
+__all__ = ["FEATURE_SERVICE", "definitions", "feature_store"]
