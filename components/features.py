@@ -24,14 +24,32 @@ def apply_features(config: Config, workspace: Workspace) -> list[str]:
     return [obj.name for obj in objects]
 
 
+def validate_features(config: Config, workspace: Workspace) -> dict:
+    """The GX gate on ``user_rationale_embedding``: raises ``ValidationFailed`` before anything is served."""
+    from components.pool import current_pool, load_pool
+    from validation.gate import run_gate
+    from validation.suites import rationale_chunks, rationale_suite
+
+    pool = current_pool(workspace)
+    seeds = [str(s) for s in load_pool(pool)["seed_user_id"]]
+    return run_gate("user_rationale_embedding", rationale_suite(seeds, pool.version, pool.rationale_dim),
+                    rationale_chunks(workspace.path("features", TABLE)), workspace)
+
+
 def materialise_features(config: Config, workspace: Workspace, end: datetime | None = None) -> dict:
-    """Copy feature rows newer than the last materialisation into the online store."""
+    """Validate, then copy feature rows newer than the last materialisation into the online store.
+
+    A failed validation raises before Feast is touched: the online store keeps serving the
+    previous good features.
+    """
     from feature_repo import feature_store
 
+    validation = validate_features(config, workspace)
     store = feature_store(workspace)
     end = end or datetime.now(timezone.utc)
     store.materialize_incremental(end_date=end)
-    return {"views": [view.name for view in store.list_feature_views()], "end": end.isoformat()}
+    return {"views": [view.name for view in store.list_feature_views()], "end": end.isoformat(),
+            "validated_rows": validation["rows"]}
 
 
 def online_features(workspace: Workspace, user_ids: list[str]) -> dict[str, list]:

@@ -10,6 +10,7 @@ import click
 from components.config import Config, available_presets, load_config
 from components.errors import InputError
 from components.workspace import Workspace
+from validation.gate import ValidationFailed
 
 
 class _Context:
@@ -273,10 +274,20 @@ def features_apply(obj: _Context) -> None:
     click.echo(f"applied: {', '.join(apply_features(obj.config(), obj.workspace))}")
 
 
+@features.command("validate")
+@click.pass_obj
+def features_validate(obj: _Context) -> None:
+    """Run the Great Expectations gate on user_rationale_embedding (results and data docs in WORKSPACE/validation)."""
+    from components.features import validate_features
+
+    summary = validate_features(obj.config(), obj.workspace)
+    click.echo(f"passed: {summary['rows']:,} rows; data docs at {summary['data_docs']}")
+
+
 @features.command("materialise")
 @click.pass_obj
 def features_materialise(obj: _Context) -> None:
-    """Copy new feature rows into the online store (incremental, idempotent)."""
+    """Validate, then copy new feature rows into the online store (incremental, idempotent)."""
     from components.features import materialise_features
 
     summary = materialise_features(obj.config(), obj.workspace)
@@ -322,9 +333,9 @@ def _print_stats(stats: dict) -> None:
 
 
 def main() -> None:
-    """Console entry point: bad input ends with one clear line and exit code 2, no traceback."""
+    """Console entry point: bad input or a failed gate ends with a clear message and exit code 2, no traceback."""
     try:
         cli(standalone_mode=True)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, FileNotFoundError, ValidationFailed) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

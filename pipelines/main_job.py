@@ -33,7 +33,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         ("build pool", lambda: build_pool(config, workspace, progress)),
         ("retrieve rationales", lambda: retrieve_rationales(config, workspace, progress)),
         ("apply features", lambda: apply_features(config, workspace)),
-        ("materialise features", lambda: materialise_features(config, workspace)),
+        ("validate and materialise features", lambda: materialise_features(config, workspace)),
     ]
     results, timings = {}, {}
     for name, step in steps:
@@ -54,6 +54,8 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"pool v{pool['version']}: {pool['size']:,} rationales in Milvus ({pool['uri']})")
     echo(f"user_rationale_embedding: {retrieval['users']:,} users, mean similarity {retrieval['mean_similarity']:.3f} "
          f"-> {retrieval['table']}")
+    echo(f"validation (Great Expectations): passed on {results['validate and materialise features']['validated_rows']:,} rows; "
+         f"report {workspace.root / 'validation' / 'user_rationale_embedding.json'}")
     sample = pd.read_parquet(workspace.path("features", TABLE), columns=["user_id"])["user_id"].iloc[0]
     online = {k: v[0] for k, v in online_features(workspace, [sample]).items()}
     echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "

@@ -13,10 +13,20 @@ from components.config import load_config
 from components.features import apply_features, materialise_features, online_features
 from components.retrieval import TABLE, output_schema
 from components.data.tables import vector_array
+from components.pool import write_pool_version
 from components.workspace import Workspace
 from pipelines.cli import cli
 
 import pyarrow.parquet as pq
+
+
+def make_pool(ws: Workspace) -> None:
+    """A real three-seed pool version in Milvus Lite, so the gate has seeds and a version to check."""
+    seeds = pd.DataFrame({"user_idx": [0, 1, 2], "user_id": ["seed0", "seed1", "seed2"], "step1": "s", "step2": "t",
+                          "model": "m", "template_version": "v", "prompt_tokens": 0, "completion_tokens": 0})
+    rng = np.random.default_rng(0)
+    write_pool_version(ws, str(ws.path("pool", "milvus.db")), seeds, rng.normal(size=(3, 8)).astype(np.float32),
+                       rng.normal(size=(3, 384)).astype(np.float32))
 
 
 def write_table(ws: Workspace, users: list[str], version: int, when: datetime) -> np.ndarray:
@@ -36,12 +46,14 @@ def test_online_features_equal_the_parquet_rows_and_refresh(tmp_path):
     ws = Workspace(tmp_path)
     config = load_config()
     users = [f"u{i}" for i in range(20)]
+    make_pool(ws)
     first = write_table(ws, users, 1, datetime.now(timezone.utc) - timedelta(hours=2))
     assert apply_features(config, ws) == ["user", "user_rationale_embedding", "ranker"]
     materialise_features(config, ws, end=datetime.now(timezone.utc) - timedelta(hours=1))
     got = online_features(ws, ["u7", "nobody"])
     assert np.allclose(got["rationale_embedding"][0], first[7], atol=1e-6)
     assert got["seed_user_id"] == ["seed1", None] and got["pool_version"] == [1, None]
+    make_pool(ws)  # pool v2
     second = write_table(ws, users, 2, datetime.now(timezone.utc) - timedelta(minutes=5))
     materialise_features(config, ws)
     materialise_features(config, ws)  # idempotent
@@ -60,3 +72,47 @@ def test_clear_errors_before_apply(tmp_path):
     write_table(ws, ["a"], 1, datetime.now(timezone.utc))
     with pytest.raises(ValueError, match="run 'reland features apply'"):
         online_features(ws, ["a"])
+
+
+DEFECTS = {
+    "NaN in an embedding": (lambda e, t: e.__setitem__((3, 5), np.nan), "non_finite"),
+    "not unit norm": (lambda e, t: e.__setitem__(4, e[4] * 3), "norm"),
+    "similarity above 1": (lambda e, t: t.__setitem__("similarity", np.r_[1.5, t["similarity"][1:]]), "similarity"),
+    "seed not in the pool": (lambda e, t: t.__setitem__("seed_user_id", ["ghost"] + t["seed_user_id"][1:]), "seed_user_id"),
+    "stale pool version": (lambda e, t: t.__setitem__("pool_version", np.full(len(e), 1)), "pool_version"),
+    "user twice": (lambda e, t: t.__setitem__("user_id", ["u1"] + t["user_id"][1:]), "user_id"),
+    "old timestamp": (lambda e, t: t.__setitem__("event_timestamp", t["event_timestamp"] - 10 * 86_400 * 10**6), "age_s"),
+}
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_gate_catches_each_defect_and_old_features_stay_served(tmp_path, defect):
+    from validation.gate import ValidationFailed
+
+    ws = Workspace(tmp_path)
+    config = load_config()
+    users = [f"u{i}" for i in range(10)]
+    make_pool(ws)
+    good = write_table(ws, users, 1, datetime.now(timezone.utc) - timedelta(minutes=30))
+    apply_features(config, ws)
+    materialise_features(config, ws, end=datetime.now(timezone.utc) - timedelta(minutes=10))
+    make_pool(ws)  # v2, and a new table for it with one planted defect
+    rng = np.random.default_rng(9)
+    embeddings = rng.normal(size=(10, 384)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    columns = {"user_id": list(users), "similarity": np.full(10, 0.5, np.float32),
+               "seed_user_id": ["seed1"] * 10, "pool_version": np.full(10, 2),
+               "event_timestamp": np.full(10, int(datetime.now(timezone.utc).timestamp() * 1e6))}
+    plant, column = DEFECTS[defect]
+    plant(embeddings, columns)
+    pq.write_table(pa.Table.from_arrays([
+        pa.array(columns["user_id"]), pa.array(np.arange(10)), vector_array(embeddings), pa.array(columns["seed_user_id"]),
+        pa.array(columns["similarity"], pa.float32()), pa.array(columns["pool_version"]),
+        pa.array(columns["event_timestamp"], pa.timestamp("us", tz="UTC"))], schema=output_schema(384)),
+        ws.path("features", TABLE))
+    with pytest.raises(ValidationFailed, match=rf"(?s)failed.*\({column}\)"):
+        materialise_features(config, ws)
+    served = online_features(ws, ["u5"])
+    assert served["pool_version"] == [1] and np.allclose(served["rationale_embedding"][0], good[5], atol=1e-6)
+    assert (tmp_path / "validation" / "user_rationale_embedding.json").exists()
+    assert (tmp_path / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
