@@ -144,6 +144,14 @@ class PoolConfig(_Section):
     block_mb: int = Field(256, ge=1, description="cap on one block's similarity matrix; shrinks blocks for big pools")
 
 
+class FeaturesConfig(_Section):
+    """Feast: where the online store lives, and how fresh served features must be."""
+
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite (embedded) or redis (for scale)")
+    redis_url: str = Field("localhost:6379", description="redis: host:port[,options], as Feast's connection_string")
+    ttl_days: int = Field(30, ge=1, description="feature views ignore rows older than this")
+
+
 class Config(_Section):
     name: str = "synthetic"
     seed: int = 42
@@ -153,6 +161,7 @@ class Config(_Section):
     seeds: SeedConfig = SeedConfig()
     llm: LLMConfig = LLMConfig()
     pool: PoolConfig = PoolConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
 
 def available_presets() -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from components.config import Config
+from components.config import Config, FeaturesConfig
 from components.retrieval import TABLE
 from components.workspace import Workspace
 
@@ -19,8 +19,8 @@ def apply_features(config: Config, workspace: Workspace) -> list[str]:
 
     if not workspace.path("features", TABLE).exists():
         raise FileNotFoundError(f"{workspace.path('features', TABLE)}: nothing to serve; run 'reland pool retrieve' first")
-    objects = definitions(workspace)
-    feature_store(workspace).apply(objects)
+    objects = definitions(workspace, config.features.ttl_days)
+    feature_store(workspace, config.features).apply(objects)
     return [obj.name for obj in objects]
 
 
@@ -45,23 +45,34 @@ def materialise_features(config: Config, workspace: Workspace, end: datetime | N
     from feature_repo import feature_store
 
     validation = validate_features(config, workspace)
-    store = feature_store(workspace)
+    store = feature_store(workspace, config.features)
     end = end or datetime.now(timezone.utc)
     store.materialize_incremental(end_date=end)
     return {"views": [view.name for view in store.list_feature_views()], "end": end.isoformat(),
             "validated_rows": validation["rows"]}
 
 
-def online_features(workspace: Workspace, user_ids: list[str]) -> dict[str, list]:
-    """The ranker's features for ``user_ids`` from the online store; unknown users come back as None."""
-    from feature_repo import FEATURE_SERVICE, feature_store
+class OnlineFeatures:
+    """A ranking service's handle on the online store: opened once, then one lookup per request."""
 
-    from feast.errors import FeatureServiceNotFoundException
+    def __init__(self, workspace: Workspace, features: FeaturesConfig | None = None):
+        from feast.errors import FeatureServiceNotFoundException
 
-    store = feature_store(workspace)
-    try:
-        service = store.get_feature_service(FEATURE_SERVICE)
-    except FeatureServiceNotFoundException:
-        raise ValueError(f"feature service '{FEATURE_SERVICE}' is not registered in {workspace.root / 'features'}; "
-                         "run 'reland features apply' and 'reland features materialise'") from None
-    return store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+        from feature_repo import FEATURE_SERVICE, feature_store
+
+        self.store = feature_store(workspace, features)
+        try:
+            self.service = self.store.get_feature_service(FEATURE_SERVICE)
+        except FeatureServiceNotFoundException:
+            raise ValueError(f"feature service '{FEATURE_SERVICE}' is not registered in {workspace.root / 'features'}; "
+                             "run 'reland features apply' and 'reland features materialise'") from None
+
+    def get(self, user_ids: list[str]) -> dict[str, list]:
+        """The ranker's features for ``user_ids``; unknown users come back as None."""
+        rows = [{"user_id": u} for u in user_ids]
+        return self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
+
+
+def online_features(workspace: Workspace, user_ids: list[str], features: FeaturesConfig | None = None) -> dict[str, list]:
+    """One-off lookup of the ranker's features (opens the store; services keep an :class:`OnlineFeatures`)."""
+    return OnlineFeatures(workspace, features).get(user_ids)

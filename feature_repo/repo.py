@@ -8,6 +8,7 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, File
 from feast.repo_config import RepoConfig
 from feast.types import Array, Float32, Int64, String
 
+from components.config import FeaturesConfig
 from components.retrieval import TABLE
 from components.workspace import Workspace
 
@@ -16,11 +17,13 @@ RATIONALE_VIEW = "user_rationale_embedding"
 logging.getLogger("feast").setLevel(logging.WARNING)
 
 
-def feature_store(workspace: Workspace) -> FeatureStore:
-    """The workspace's Feast store: local provider, file offline store, SQLite online store."""
+def feature_store(workspace: Workspace, features: FeaturesConfig | None = None) -> FeatureStore:
+    """The workspace's Feast store: local provider, file offline store, SQLite (default) or Redis online store."""
+    features = features or FeaturesConfig()
     folder = workspace.dir("features")
-    config = RepoConfig(project="reland", provider="local", registry=str(folder / "registry.db"),
-                        online_store={"type": "sqlite", "path": str(folder / "online_store.db")},
+    online = ({"type": "redis", "connection_string": features.redis_url} if features.online_store == "redis"
+              else {"type": "sqlite", "path": str(folder / "online_store.db")})
+    config = RepoConfig(project="reland", provider="local", registry=str(folder / "registry.db"), online_store=online,
                         offline_store={"type": "file"}, entity_key_serialization_version=3, repo_path=str(folder))
     return FeatureStore(config=config)
 

@@ -301,7 +301,7 @@ def features_show(obj: _Context, user_id: str) -> None:
     """Print USER_ID's online features, as a ranking service gets them."""
     from components.features import online_features
 
-    row = {k: v[0] for k, v in online_features(obj.workspace, [user_id]).items()}
+    row = {k: v[0] for k, v in online_features(obj.workspace, [user_id], obj.config().features).items()}
     if row.get("seed_user_id") is None:
         raise click.BadParameter(f"no online features for user {user_id!r} (unknown user, or not materialised)",
                                  param_hint="USER_ID")

@@ -57,7 +57,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"validation (Great Expectations): passed on {results['validate and materialise features']['validated_rows']:,} rows; "
          f"report {workspace.root / 'validation' / 'user_rationale_embedding.json'}")
     sample = pd.read_parquet(workspace.path("features", TABLE), columns=["user_id"])["user_id"].iloc[0]
-    online = {k: v[0] for k, v in online_features(workspace, [sample]).items()}
+    online = {k: v[0] for k, v in online_features(workspace, [sample], config.features).items()}
     echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "
          f"{online['similarity']:.3f}, pool v{online['pool_version']}, rationale_embedding "
          f"[{len(online['rationale_embedding'])} floats]")

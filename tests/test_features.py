@@ -116,3 +116,39 @@ def test_gate_catches_each_defect_and_old_features_stay_served(tmp_path, defect)
     assert served["pool_version"] == [1] and np.allclose(served["rationale_embedding"][0], good[5], atol=1e-6)
     assert (tmp_path / "validation" / "user_rationale_embedding.json").exists()
     assert (tmp_path / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+
+
+def test_redis_online_store_serves_the_same_rows(tmp_path, redis_url):
+    ws = Workspace(tmp_path)
+    config = load_config(overrides={"features": {"online_store": "redis", "redis_url": redis_url}})
+    make_pool(ws)
+    embeddings = write_table(ws, [f"u{i}" for i in range(12)], 1, datetime.now(timezone.utc) - timedelta(minutes=5))
+    apply_features(config, ws)
+    materialise_features(config, ws)
+    got = online_features(ws, ["u3", "u11"], config.features)
+    assert np.allclose(got["rationale_embedding"], embeddings[[3, 11]], atol=1e-6)
+    assert got["seed_user_id"] == ["seed0", "seed2"]
+    assert not (tmp_path / "features" / "online_store.db").exists(), "nothing went to SQLite"
+
+
+def test_historical_features_are_point_in_time_correct(tmp_path):
+    from feature_repo import feature_store
+
+    ws = Workspace(tmp_path)
+    config = load_config()
+    make_pool(ws)
+    day1, day2 = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc)
+    old = write_table(ws, ["a", "b"], 1, day1)
+    old_table = pq.read_table(ws.path("features", TABLE))
+    new = write_table(ws, ["a", "b"], 2, day2)
+    pq.write_table(pa.concat_tables([old_table, pq.read_table(ws.path("features", TABLE))]), ws.path("features", TABLE))
+    apply_features(config, ws)
+    entities = pd.DataFrame({"user_id": ["a", "a"], "event_timestamp": [day1 + timedelta(hours=12),
+                                                                        day2 + timedelta(hours=12)]})
+    training = feature_store(ws).get_historical_features(
+        entity_df=entities, features=["user_rationale_embedding:rationale_embedding",
+                                      "user_rationale_embedding:pool_version"]).to_df()
+    training = training.sort_values("event_timestamp")
+    assert training["pool_version"].tolist() == [1, 2], "a training row never sees features computed after it"
+    assert np.allclose(training["rationale_embedding"].iloc[0], old[0], atol=1e-6)
+    assert np.allclose(training["rationale_embedding"].iloc[1], new[0], atol=1e-6)
