@@ -2,8 +2,8 @@
 
 Outputs in ``workspace/encoder``: ``graph_stats.json``, ``entities.parquet``,
 ``checkpoint.pt`` (best validation recall@20), ``training.json`` (per-epoch curve and the
-popularity baseline), ``user_vectors.parquet`` (user_idx, user_id, vector, cold) and
-``item_vectors.parquet`` (item_idx, item_id, vector).
+popularity baseline), ``user_vectors.parquet`` (user_idx, user_id, vector, cold, event_timestamp) and
+``item_vectors.parquet`` (item_idx, item_id, vector); ``features/item_text_embedding.parquet`` on request.
 """
 from __future__ import annotations
 
@@ -101,6 +101,20 @@ class Optimiser:
     def step(self) -> None:
         for part in self.parts:
             part.step()
+
+
+def write_item_text_features(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+    """``features/item_text_embedding.parquet``: MiniLM over each item's title, brand and categories."""
+    data = PreparedDataset(workspace.root / "data")
+    vectors = item_text_embeddings(data, workspace, progress).numpy()
+    items = data.items()
+    now = int(time.time() * 1e6)
+    table = pa.Table.from_arrays([pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"].to_numpy()),
+                                  vector_array(vectors), pa.array(np.full(len(items), now), pa.timestamp("us", tz="UTC"))],
+                                 names=["item_id", "item_idx", "text_embedding", "event_timestamp"])
+    with atomic_path(workspace.path("features", "item_text_embedding.parquet")) as tmp:
+        pq.write_table(table, tmp)
+    return {"items": len(items), "dim": int(vectors.shape[1])}
 
 
 def build_encoder(enc: EncoderConfig, graph: dgl.DGLHeteroGraph, item_text: torch.Tensor | None) -> BehaviourEncoder:
@@ -219,7 +233,8 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     vector_type = pa.list_(pa.float32(), model.dim)
     item_schema = pa.schema([("item_idx", pa.int64()), ("item_id", pa.string()), ("vector", vector_type)])
     user_schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", vector_type),
-                             ("cold", pa.bool_())])
+                             ("cold", pa.bool_()), ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+    now = int(time.time() * 1e6)
     out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
     graph.create_formats_()  # the graph's sparse indexes belong to the graph, not to any one batch
     before = psutil.Process().memory_info()  # graph and parameters loaded: the rest is inference
@@ -240,7 +255,8 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
                 cold = degree[ids] == 0
                 vectors[cold] = cold_vector / max(popularity.sum(), 1.0)
                 users_out.write_table(pa.Table.from_arrays(
-                    [pa.array(ids), user_ids.take(len(ids)), vector_array(vectors), pa.array(cold)], schema=user_schema))
+                    [pa.array(ids), user_ids.take(len(ids)), vector_array(vectors), pa.array(cold),
+                     pa.array(np.full(len(ids), now), pa.timestamp("us", tz="UTC"))], schema=user_schema))
             bar.update(len(ids))
     shutil.rmtree(out / "scratch", ignore_errors=True)
     seconds = time.perf_counter() - started

@@ -81,7 +81,7 @@ class _Job:
     parsed: tuple[str, str] | None = None
 
 
-def _ask(jobs: list[_Job], backend: LLMBackend, cache: ResponseCache, cfg: LLMConfig, version: str,
+def _ask(jobs: list[_Job], backends: dict, cache: ResponseCache, cfg: LLMConfig, version: str,
          users: dict[int, str], counters: dict, progress: bool) -> None:
     """Answer ``jobs`` from the cache, calling the LLM (in committed batches) only for misses."""
     cached = cache.get([job.key for job in jobs])
@@ -89,13 +89,18 @@ def _ask(jobs: list[_Job], backend: LLMBackend, cache: ResponseCache, cfg: LLMCo
     counters["cache_hits"] += len(jobs) - len(missing)
     for job in jobs:
         job.completion = cached.get(job.key)
+    if not missing:
+        return
+    if "llm" not in backends:  # the model is loaded only when an answer is missing
+        backends["llm"] = backends["make"]()
+    backend = backends["llm"]
     step = cfg.batch_size * (cfg.concurrency if cfg.backend == "openai" else 1)
     for start in tqdm(range(0, len(missing), step), desc="LLM", unit="batch", disable=not progress or not missing):
         batch = missing[start: start + step]
 
         def keep(index: int, answer: Completion, batch=batch) -> None:  # committed as it arrives
             job = batch[index]
-            cache.put([(job.key, backend.name, version, job.messages, answer)])
+            cache.put([(job.key, cfg.model, version, job.messages, answer)])
             job.completion = answer
             counters["calls"] += 1
 
@@ -119,14 +124,14 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
         frequent = top_categories(histories[int(seed)])
         messages = build_messages(lines, frequent, domain, cfg.prompt)
         jobs.append(_Job(int(seed), lines, frequent, messages, cache_key(cfg.model, version, messages)))
-    backend = backend or make_backend(cfg)
+    backends = {"make": lambda: backend or make_backend(cfg)}
     cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
     counters = {"calls": 0, "cache_hits": 0}
     started = time.perf_counter()
     try:
         pending = jobs
         for attempt in range(cfg.parse_retries + 1):
-            _ask(pending, backend, cache, cfg, version, users, counters, progress)
+            _ask(pending, backends, cache, cfg, version, users, counters, progress)
             for job in pending:
                 job.attempts += 1
                 job.parsed = parse_rationale(job.completion.text, cfg.prompt)
@@ -138,7 +143,7 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
                 job.key = cache_key(cfg.model, version, job.messages)
     finally:
         cache.close()
-    return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, backend.name, version)
+    return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, cfg.model, version)
 
 
 def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jobs: list[_Job], counters: dict,

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.repo_config import RepoConfig
-from feast.types import Array, Float32, Int64, String
+from feast.types import Array, Bool, Float32, Int64, String
 
 from components.config import FeaturesConfig
 from components.retrieval import TABLE
@@ -29,16 +29,37 @@ def feature_store(workspace: Workspace, features: FeaturesConfig | None = None) 
 
 
 def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
-    """Entity ``user``, the ``user_rationale_embedding`` view over the retrieval table, and the ranker's service."""
+    """Entities, the feature views over the workspace's tables that exist, and the feature services.
+
+    ``user_rationale_embedding`` (retrieval, Eq. 3) always; ``user_behaviour_embedding`` (the
+    encoder's M) and ``item_text_embedding`` (MiniLM over item text) when their tables exist.
+    The ``ranker`` service holds the user views; ``ranker_items`` the item view.
+    """
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
                   description="a user of the recommender (raw id)")
-    source = FileSource(name=f"{RATIONALE_VIEW}_source", path=str(workspace.path("features", TABLE)),
-                        timestamp_field="event_timestamp")
-    rationale = FeatureView(
-        name=RATIONALE_VIEW, entities=[user], ttl=timedelta(days=ttl_days), source=source, online=True,
-        schema=[Field(name="rationale_embedding", dtype=Array(Float32)), Field(name="seed_user_id", dtype=String),
-                Field(name="similarity", dtype=Float32), Field(name="pool_version", dtype=Int64)],
-        description="Embedding of the Step-2 rationale of the user's most similar seed (RELAND Eq. 3)")
-    service = FeatureService(name=FEATURE_SERVICE, features=[rationale],
-                             description="features the online ranker pulls per request")
-    return [user, rationale, service]
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalogue item (raw id)")
+    ttl = timedelta(days=ttl_days)
+
+    def view(name: str, path, entity: Entity, fields: list[Field], description: str) -> FeatureView:
+        source = FileSource(name=f"{name}_source", path=str(path), timestamp_field="event_timestamp")
+        return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
+                           description=description)
+
+    user_views = [view(RATIONALE_VIEW, workspace.path("features", TABLE), user,
+                       [Field(name="rationale_embedding", dtype=Array(Float32)), Field(name="seed_user_id", dtype=String),
+                        Field(name="similarity", dtype=Float32), Field(name="pool_version", dtype=Int64)],
+                       "Embedding of the Step-2 rationale of the user's most similar seed (RELAND Eq. 3)")]
+    behaviour = workspace.root / "encoder" / "user_vectors.parquet"
+    if behaviour.exists():
+        user_views.append(view("user_behaviour_embedding", behaviour, user,
+                               [Field(name="vector", dtype=Array(Float32)), Field(name="cold", dtype=Bool)],
+                               "The behaviour encoder's user vector (M, Eq. 1)"))
+    objects = [user, item, *user_views,
+               FeatureService(name=FEATURE_SERVICE, features=user_views, description="user features the ranker pulls")]
+    items = workspace.path("features", "item_text_embedding.parquet")
+    if items.exists():
+        item_view = view("item_text_embedding", items, item, [Field(name="text_embedding", dtype=Array(Float32))],
+                         "MiniLM embedding of the item's title, brand and categories")
+        objects += [item_view, FeatureService(name=f"{FEATURE_SERVICE}_items", features=[item_view],
+                                              description="item features for the ranker's candidates")]
+    return objects

@@ -60,6 +60,15 @@ def data_prepare(obj: _Context, source: str | None, fmt: str | None, users: int 
     click.echo(f"tables written to {prepared.folder}")
 
 
+@data.command("validate")
+@click.pass_obj
+def data_validate(obj: _Context) -> None:
+    """Run the Great Expectations gate on the staged interactions (results in WORKSPACE/validation)."""
+    from components.checks import validate_interactions
+
+    click.echo(f"passed: {validate_interactions(obj.config(), obj.workspace)['rows']:,} interactions")
+
+
 @data.command("stats")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["auto", "recbole", "movielens", "amazon", "table", "staged"]),
@@ -136,6 +145,15 @@ def encoder_embed(obj: _Context, kind, task) -> None:
     summary = embed_users(obj.config(**_encoder_overrides(kind, task, None, None)), obj.workspace, progress=obj.progress)
     click.echo(f"{summary['users']:,} users ({summary['cold_users']:,} cold) and {summary['items']:,} items embedded "
                f"in {summary['seconds']:.1f}s")
+
+
+@encoder.command("validate")
+@click.pass_obj
+def encoder_validate(obj: _Context) -> None:
+    """Run the Great Expectations gate on the behaviour vectors (one finite vector per user)."""
+    from components.checks import validate_behaviour_vectors
+
+    click.echo(f"passed: {validate_behaviour_vectors(obj.config(), obj.workspace)['rows']:,} user vectors")
 
 
 @cli.group()

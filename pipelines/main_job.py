@@ -6,7 +6,8 @@ from typing import Callable
 
 import pandas as pd
 
-from components.behaviour import embed_users, train_behaviour_encoder
+from components.behaviour import embed_users, train_behaviour_encoder, write_item_text_features
+from components.checks import validate_behaviour_vectors, validate_interactions
 from components.config import Config
 from components.data.prepare import prepare_data
 from components.features import apply_features, materialise_features, online_features
@@ -26,12 +27,15 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"== RELAND run: dataset '{config.name}', workspace {workspace.root}")
     steps: list[tuple[str, Callable[[], object]]] = [
         ("prepare data", lambda: prepare_data(config, workspace, progress).stats),
+        ("validate interactions", lambda: validate_interactions(config, workspace)),
         ("train behaviour encoder", lambda: train_behaviour_encoder(config, workspace, progress)),
         ("embed users", lambda: embed_users(config, workspace, progress)),
+        ("validate behaviour vectors", lambda: validate_behaviour_vectors(config, workspace)),
         ("sample seeds", lambda: sample_seeds(config, workspace)),
         ("generate rationales", lambda: generate_rationales(config, workspace, progress=progress)),
         ("build pool", lambda: build_pool(config, workspace, progress)),
         ("retrieve rationales", lambda: retrieve_rationales(config, workspace, progress)),
+        ("embed item text", lambda: write_item_text_features(config, workspace, progress)),
         ("apply features", lambda: apply_features(config, workspace)),
         ("validate and materialise features", lambda: materialise_features(config, workspace)),
     ]

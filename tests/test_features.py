@@ -48,7 +48,7 @@ def test_online_features_equal_the_parquet_rows_and_refresh(tmp_path):
     users = [f"u{i}" for i in range(20)]
     make_pool(ws)
     first = write_table(ws, users, 1, datetime.now(timezone.utc) - timedelta(hours=2))
-    assert apply_features(config, ws) == ["user", "user_rationale_embedding", "ranker"]
+    assert apply_features(config, ws) == ["user", "item", "user_rationale_embedding", "ranker"]
     materialise_features(config, ws, end=datetime.now(timezone.utc) - timedelta(hours=1))
     got = online_features(ws, ["u7", "nobody"])
     assert np.allclose(got["rationale_embedding"][0], first[7], atol=1e-6)
@@ -152,3 +152,31 @@ def test_historical_features_are_point_in_time_correct(tmp_path):
     assert training["pool_version"].tolist() == [1, 2], "a training row never sees features computed after it"
     assert np.allclose(training["rationale_embedding"].iloc[0], old[0], atol=1e-6)
     assert np.allclose(training["rationale_embedding"].iloc[1], new[0], atol=1e-6)
+
+
+def test_interaction_and_behaviour_gates(tmp_path):
+    from components.behaviour import embed_users, train_behaviour_encoder
+    from components.checks import validate_behaviour_vectors, validate_interactions
+    from components.data.prepare import prepare_data
+    from validation.gate import ValidationFailed
+
+    ws = Workspace(tmp_path)
+    config = load_config(overrides={"synthetic": {"users": 200, "clusters": 3},
+                                    "encoder": {"dim": 8, "heads": 2, "epochs": 1, "batch_size": 512}})
+    prepare_data(config, ws, progress=False)
+    assert validate_interactions(config, ws)["success"]
+    train_behaviour_encoder(config, ws, progress=False)
+    embed_users(config, ws, progress=False)
+    from components.data.tables import PreparedDataset
+
+    assert validate_behaviour_vectors(config, ws)["rows"] == PreparedDataset(ws.root / "data").n_users
+    staged = ws.root / "raw" / "interactions.parquet"
+    table = pq.read_table(staged)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), staged)  # a duplicate row
+    with pytest.raises(ValidationFailed, match="expect_compound_columns_to_be_unique"):
+        validate_interactions(config, ws)
+    vectors = ws.root / "encoder" / "user_vectors.parquet"
+    table = pq.read_table(vectors)
+    pq.write_table(table.slice(1), vectors)  # a user lost
+    with pytest.raises(ValidationFailed, match="every user needs one vector"):
+        validate_behaviour_vectors(config, ws)

@@ -1,7 +1,9 @@
-"""The suites: what a good ``user_rationale_embedding`` table looks like before it is served.
+"""The suites: what good interactions, behaviour vectors and rationale embeddings look like.
 
 GX has no expectations over list columns, so each embedding is reduced to scalar columns
-first (dimension, L2 norm, non-finite count) and those are checked.
+first (dimension, L2 norm, non-finite count) and those are checked.  Tables are read in
+chunks; uniqueness is checked within each chunk (the steps write one row per key by
+construction; row counts are checked against the data layer by the callers).
 """
 from __future__ import annotations
 
@@ -14,15 +16,57 @@ import pyarrow.parquet as pq
 from components.data.tables import vectors_of
 
 
+def _vector_scalars(frame: pd.DataFrame, vectors: np.ndarray) -> pd.DataFrame:
+    finite = np.isfinite(vectors)
+    frame["dim"] = vectors.shape[1]
+    frame["non_finite"] = (~finite).sum(1)
+    frame["norm"] = np.linalg.norm(np.where(finite, vectors, 0), axis=1)
+    return frame
+
+
+def interaction_chunks(path, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        yield batch.to_pandas()
+
+
+def interaction_suite(latest: pd.Timestamp) -> list:
+    """Staged interactions: ids present, integer seconds within 1990..``latest``, no duplicate rows."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    return [
+        *(e.ExpectColumnToExist(column=c) for c in ("user", "item", "timestamp", "behaviour")),
+        *(e.ExpectColumnValuesToNotBeNull(column=c) for c in ("user", "item", "timestamp", "behaviour")),
+        *(e.ExpectColumnValuesToBeInTypeList(column=c, type_list=["int64", "Int64"]) for c in ("user", "item", "timestamp")),
+        e.ExpectColumnValuesToBeBetween(column="timestamp", min_value=631_152_000, max_value=int(latest.timestamp())),
+        e.ExpectCompoundColumnsToBeUnique(column_list=["user", "item", "timestamp", "behaviour"]),
+    ]
+
+
+def behaviour_chunks(path, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        yield _vector_scalars(batch.drop_columns(["vector"]).to_pandas(), vectors_of(batch.column("vector"), copy=False))
+
+
+def behaviour_suite(dim: int, max_norm: float = 1e3) -> list:
+    """One row per user, the encoder's dimension, finite vectors of a sane, non-zero length."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    return [
+        e.ExpectColumnValuesToNotBeNull(column="user_id"),
+        e.ExpectColumnValuesToBeUnique(column="user_idx"),
+        e.ExpectColumnValuesToBeBetween(column="dim", min_value=dim, max_value=dim),
+        e.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0),
+        e.ExpectColumnValuesToBeBetween(column="norm", min_value=1e-6, max_value=max_norm),
+    ]
+
+
 def rationale_chunks(path, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
     """The retrieval table as scalar columns, chunk by chunk (embeddings never all in memory)."""
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        vectors = vectors_of(batch.column("rationale_embedding"), copy=False)
-        finite = np.isfinite(vectors)
-        frame = batch.drop_columns(["rationale_embedding"]).to_pandas()
-        frame["dim"] = vectors.shape[1]
-        frame["non_finite"] = (~finite).sum(1)
-        frame["norm"] = np.linalg.norm(np.where(finite, vectors, 0), axis=1)
+        frame = _vector_scalars(batch.drop_columns(["rationale_embedding"]).to_pandas(),
+                                vectors_of(batch.column("rationale_embedding"), copy=False))
         frame["age_s"] = (pd.Timestamp.now(tz="UTC") - frame["event_timestamp"]).dt.total_seconds()
         yield frame
 
