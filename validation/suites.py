@@ -48,18 +48,23 @@ def behaviour_chunks(path, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame
         yield _vector_scalars(batch.drop_columns(["vector"]).to_pandas(), vectors_of(batch.column("vector"), copy=False))
 
 
-def behaviour_suite(dim: int, max_norm: float = 1e3) -> list:
-    """One row per user, the encoder's dimension, finite vectors of a sane, non-zero length."""
+def _vector_expectations(unique: str, dim: int, min_norm: float, max_norm: float) -> list:
+    """Per-row checks shared by every embedding table: key present and unique, shape, finiteness, length."""
     import great_expectations as gx
 
     e = gx.expectations
     return [
         e.ExpectColumnValuesToNotBeNull(column="user_id"),
-        e.ExpectColumnValuesToBeUnique(column="user_idx"),
+        e.ExpectColumnValuesToBeUnique(column=unique),
         e.ExpectColumnValuesToBeBetween(column="dim", min_value=dim, max_value=dim),
         e.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0),
-        e.ExpectColumnValuesToBeBetween(column="norm", min_value=1e-6, max_value=max_norm),
+        e.ExpectColumnValuesToBeBetween(column="norm", min_value=min_norm, max_value=max_norm),
     ]
+
+
+def behaviour_suite(dim: int, max_norm: float = 1e3) -> list:
+    """One row per user, the encoder's dimension, finite vectors of a sane, non-zero length."""
+    return _vector_expectations("user_idx", dim, 1e-6, max_norm)
 
 
 def rationale_chunks(path, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
@@ -76,12 +81,7 @@ def rationale_suite(seed_ids: list[str], pool_version: int, dim: int = 384, max_
     import great_expectations as gx
 
     e = gx.expectations
-    return [
-        e.ExpectColumnValuesToNotBeNull(column="user_id"),
-        e.ExpectColumnValuesToBeUnique(column="user_id"),
-        e.ExpectColumnValuesToBeBetween(column="dim", min_value=dim, max_value=dim),
-        e.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0),
-        e.ExpectColumnValuesToBeBetween(column="norm", min_value=0.99, max_value=1.01),
+    return _vector_expectations("user_id", dim, 0.99, 1.01) + [
         e.ExpectColumnValuesToBeBetween(column="similarity", min_value=-1.0, max_value=1.0),
         e.ExpectColumnValuesToBeInSet(column="seed_user_id", value_set=sorted(seed_ids)),
         e.ExpectColumnValuesToBeBetween(column="pool_version", min_value=pool_version, max_value=pool_version),
