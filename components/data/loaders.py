@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.config import ColumnMapping
 from components.data.filtering import drop_repeats
@@ -28,9 +30,6 @@ from components.data.tables import INTERACTION_SCHEMA, META, StagedMeta, behavio
 from components.data.text import clean_text
 from components.errors import InputError
 from components.workspace import atomic_path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 # Order-only datasets get one second per position after this instant (2014-01-01 UTC).
 SYNTHETIC_EPOCH = 1_388_534_400

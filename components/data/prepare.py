@@ -1,6 +1,7 @@
 """The ``prepare_data`` step: source → staged → k-core filtered, indexed and split tables."""
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,13 +45,14 @@ def _new_index(keep: np.ndarray) -> np.ndarray:
     return np.where(keep, np.cumsum(keep, dtype=np.int64 if len(keep) >= 2**31 else np.int32) - 1, -1)
 
 
+# The writers below fill a folder that prepare_data publishes atomically as a whole.
 def _write_interactions(staged: Path, target: Path, core: CoreResult, data: DataConfig, progress: bool) -> dict:
     user_index, item_index = _new_index(core.keep_users), _new_index(core.keep_items)
     meta = StagedMeta.load(staged)
     positions = PositionCounter()
     split_counts = {"cf": np.zeros(3, np.int64), "seq": np.zeros(3, np.int64)}
     source = pq.ParquetFile(staged / INTERACTIONS)
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, PREPARED_SCHEMA) as out, \
+    with pq.ParquetWriter(target, PREPARED_SCHEMA) as out, \
             tqdm(total=meta.rows, unit="row", desc="filter+split", disable=not progress) as bar:
         for batch in source.iter_batches(batch_size=data.chunk_rows):
             user = batch.column("user").to_numpy()
@@ -77,27 +79,25 @@ def _write_items(staged: Path, target: Path, core: CoreResult) -> None:
     kept = items[core.keep_items[items["item"].to_numpy()]].copy()
     kept["item"] = _new_index(core.keep_items)[kept["item"].to_numpy()]
     kept = kept.rename(columns={"item": "item_idx"}).sort_values("item_idx")
-    with atomic_path(target) as tmp:
-        pq.write_table(pa.Table.from_pandas(kept, schema=items_schema("item_idx"), preserve_index=False), tmp)
+    pq.write_table(pa.Table.from_pandas(kept, schema=items_schema("item_idx"), preserve_index=False), target)
 
 
 def _write_users(staged: Path, target: Path, core: CoreResult, chunk_rows: int) -> None:
     """Filter the (possibly huge) user table batch by batch, adding each user's interaction count."""
     index = _new_index(core.keep_users)
     source = pq.ParquetFile(staged / USERS)
-    with atomic_path(target) as tmp:
-        writer = None
-        for batch in source.iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
-            ordinal = frame.pop("user").to_numpy()
-            keep = core.keep_users[ordinal]
-            frame = frame[keep]
-            frame.insert(0, "user_idx", index[ordinal[keep]])
-            frame["n_interactions"] = core.user_counts[ordinal[keep]]
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-        writer.close()
+    writer = None
+    for batch in source.iter_batches(batch_size=chunk_rows):
+        frame = batch.to_pandas()
+        ordinal = frame.pop("user").to_numpy()
+        keep = core.keep_users[ordinal]
+        frame = frame[keep]
+        frame.insert(0, "user_idx", index[ordinal[keep]])
+        frame["n_interactions"] = core.user_counts[ordinal[keep]]
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        writer = writer or pq.ParquetWriter(target, table.schema)
+        writer.write_table(table)
+    writer.close()
 
 
 def prepare_data(config: Config, workspace: Workspace, progress: bool = True) -> PreparedDataset:
@@ -134,8 +134,6 @@ def _write_stats(path: Path, config: Config, meta: StagedMeta, core: CoreResult,
 
 def dataset_stats(folder: Path, fmt: str = "auto", k: int = 5, data: DataConfig | None = None) -> dict:
     """Counts as loaded and after the k-core filter, for any dataset folder, without a workspace."""
-    import tempfile
-
     data = data or DataConfig()
     fmt = loaders.detect_format(folder) if fmt == "auto" else fmt
     with tempfile.TemporaryDirectory() as scratch:

@@ -26,9 +26,6 @@ USERS = "users.parquet"
 META = "meta.json"
 STATS = "stats.json"
 
-ITEM_TEXT_COLUMNS = ("title", "brand", "categories", "year", "description")
-
-
 def behaviour_array(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
     """Behaviour types stored as a dictionary column: one byte a row, readable names."""
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8)), pa.array(names, pa.string()))
