@@ -3,8 +3,9 @@
     python benchmarks/bench_retrieval.py [--users 1000000] [--seeds 10000] [--dim 64] [--milvus-users 20000]
 
 Synthetic clustered user vectors are written as ``encoder/user_vectors.parquet`` and the
-first ``--seeds`` users form a pool version in Milvus Lite.  Three children, each with its
-own peak RSS: the roofline (in-memory blocks, matmul + argmax only), the real bulk step
+first ``--seeds`` users form a pool version in Milvus Lite.  Four children, each with its
+own peak RSS: the roofline (in-memory blocks, matmul + argmax only), the same with the
+similarity buffer reused across blocks (as the bulk step does), the real bulk step
 ``retrieve_rationales`` (Parquet in, Parquet out), and Milvus search on a sample of users.
 The bulk path should reach at least 80% of the roofline's users/s.
 """
@@ -50,15 +51,16 @@ print(json.dumps({"ok": True}))
 ROOFLINE = """
 import json, sys, time
 import numpy as np
-users, seeds, dim, block = map(int, sys.argv[1:5])
+users, seeds, dim, block, reuse = map(int, sys.argv[1:6])
 rng = np.random.default_rng(1)
 s = rng.normal(size=(seeds, dim)).astype(np.float32); s /= np.linalg.norm(s, axis=1, keepdims=True)
 u = rng.normal(size=(block, dim)).astype(np.float32)
+out = np.empty((block, seeds), np.float32) if reuse else None
 t = time.perf_counter()
 done = 0
 while done < users:
     n = min(block, users - done)
-    (u[:n] @ s.T).argmax(1)
+    np.matmul(u[:n], s.T, out=None if out is None else out[:n]).argmax(1)
     done += n
 print(json.dumps({"users_per_s": users / (time.perf_counter() - t)}))
 """
@@ -100,10 +102,13 @@ def main() -> None:
     from components.config import PoolConfig
 
     block = max(1, min(PoolConfig().block_users, (PoolConfig().block_mb << 20) // (4 * args.seeds)))
-    roofline = run_measured(ROOFLINE, str(args.users), str(args.seeds), str(args.dim), str(block))
+    sizes = (str(args.users), str(args.seeds), str(args.dim), str(block))
+    roofline = run_measured(ROOFLINE, *sizes, "0")
+    reused = run_measured(ROOFLINE, *sizes, "1")
     bulk = run_measured(BULK, str(root))
     search = run_measured(MILVUS, str(root), str(min(args.milvus_users, args.users)))
-    rows = {"roofline (matmul+argmax)": roofline, "bulk retrieve_rationales": bulk, "Milvus search": search}
+    rows = {"roofline (matmul+argmax)": roofline, "roofline, reused buffer": reused,
+            "bulk retrieve_rationales": bulk, "Milvus search": search}
     print(f"users={args.users:,} seeds={args.seeds:,} dim={args.dim} block={block:,}")
     print(f"{'path':28}{'users/s':>12}{'peak MiB':>10}")
     result = {"users": args.users, "seeds": args.seeds, "dim": args.dim, "block_users": block, "paths": {}}
@@ -112,8 +117,9 @@ def main() -> None:
         result["paths"][name] = {"users_per_s": round(speed), "peak_rss_mib": round(m["peak_rss_mib"])}
         print(f"{name:28}{speed:>12,.0f}{m['peak_rss_mib']:>10,.0f}")
     ratio = bulk["result"]["users_per_s"] / roofline["result"]["users_per_s"]
-    result["bulk_over_roofline"] = round(ratio, 3)
-    print(f"bulk / roofline = {ratio:.1%} (target >= 80%)")
+    strict = bulk["result"]["users_per_s"] / reused["result"]["users_per_s"]
+    result["bulk_over_roofline"], result["bulk_over_reused_roofline"] = round(ratio, 3), round(strict, 3)
+    print(f"bulk / roofline = {ratio:.1%} (target >= 80%); bulk / roofline with a reused buffer = {strict:.1%}")
     print(f"written to {save('retrieval', {'benchmark': 'retrieval', **result})}")
     shutil.rmtree(root, ignore_errors=True)
 

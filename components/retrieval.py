@@ -33,13 +33,16 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1,
+                  buffer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rows × k, best first) and cosine similarities of each user's k nearest seeds.
 
     ``seeds`` must be unit rows; ``users`` need not be (a user's norm does not change which
     seed is nearest, so it divides only the chosen similarities).  Ties go to the lower index.
+    ``buffer`` (at least users × seeds float32), reused across blocks, spares the allocator
+    from faulting in a fresh similarity matrix each time (a third of the matmul's time).
     """
-    sims = users @ seeds.T
+    sims = np.matmul(users, seeds.T, out=None if buffer is None else buffer[:len(users)])
     if k == 1:
         best = sims.argmax(1)[:, None]
     else:
@@ -85,9 +88,9 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
                                                       compression="none", write_statistics=False) as out, \
             ThreadPoolExecutor(1) as writer, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
-        pending = None
+        pending, buffer = None, np.empty((block, len(seed_vectors)), np.float32)
         for batch in source.iter_batches(batch_size=block, columns=["user_id", "user_idx", "vector"]):
-            index, similarity = nearest_seeds(vectors_of(batch.column("vector"), copy=False), seed_vectors, k)
+            index, similarity = nearest_seeds(vectors_of(batch.column("vector"), copy=False), seed_vectors, k, buffer)
             n = batch.num_rows
             table = pa.Table.from_arrays([
                 batch.column("user_id"), batch.column("user_idx"),
