@@ -121,6 +121,7 @@ class LLMConfig(_Section):
     history_items: int = Field(10, ge=1, description="Step 0: most recent items kept in the prompt")
     max_title_chars: int = Field(60, ge=10)
     batch_size: int = Field(8, ge=1, description="local: prompts generated together (left-padded)")
+    device: str = Field("auto", description="local: 'auto' (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
     max_new_tokens: int = Field(64, ge=8)
     concurrency: int = Field(4, ge=1, description="openai: requests in flight")
     timeout_s: float = Field(60.0, gt=0)
@@ -152,6 +153,27 @@ class FeaturesConfig(_Section):
     ttl_days: int = Field(30, ge=1, description="feature views ignore rows older than this")
 
 
+class RankerConfig(_Section):
+    """The downstream recommender (the paper's §4.1 settings) and how its runs are tracked."""
+
+    backbone: Literal["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"] = "sasrec"
+    variant: Literal["id", "item_text", "reland", "rationale_only"] = Field(
+        "reland", description="'id' only; 'item_text' (+f_item); 'reland' (+f_item and the fusion of Eq. 5); "
+                              "'rationale_only' (the fusion without item text: the w/o i.f. ablation)")
+    dim: int = Field(64, ge=4)
+    layers: int = Field(2, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
+    heads: int = Field(2, ge=1, description="attention heads (SASRec, DuoRec)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="sequential models' hidden and attention dropout")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(100, ge=1)
+    patience: int = Field(10, ge=1, description="epochs without validation NDCG@10 gain before stopping")
+    max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
+    contrast_weight: float = Field(0.1, ge=0, description="DuoRec: weight of the supervised contrastive loss")
+    temperature: float = Field(1.0, gt=0, description="DuoRec: contrastive temperature")
+    eval_batch: int = Field(1024, ge=1, description="users scored together in full-ranking evaluation")
+
+
 class Config(_Section):
     name: str = "synthetic"
     seed: int = 42
@@ -162,6 +184,7 @@ class Config(_Section):
     llm: LLMConfig = LLMConfig()
     pool: PoolConfig = PoolConfig()
     features: FeaturesConfig = FeaturesConfig()
+    ranker: RankerConfig = RankerConfig()
 
 
 def available_presets() -> list[str]:

@@ -12,10 +12,13 @@ for all users: the KAR-style baseline of the paper's Table 3).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +30,7 @@ from components.graph import SPLIT_COLUMN
 from components.llm_cache import ResponseCache, cache_key
 from components.prompts import (TEMPLATE_VERSION, HistoryItem, build_messages, condense_history, parse_rationale,
                                 top_categories)
-from components.workspace import Workspace, write_json
+from components.workspace import Workspace, atomic_path, write_json
 from models.llm import Completion, LLMBackend
 
 PSEUDONYM_KEY = b"reland-seed-pseudonym"
@@ -43,7 +46,7 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
 
     # The template's answer has two lines (Step 1, Step 2): stop a row once both are written.
     return LocalBackend(cfg.model_path, cfg.gguf_file, cfg.batch_size, name=cfg.model,
-                        stop_after_lines=2 if cfg.prompt == "cot" else 1)
+                        stop_after_lines=2 if cfg.prompt == "cot" else 1, device=cfg.device)
 
 
 def pseudonym(user_id: str, salt: str) -> str:
@@ -107,23 +110,36 @@ def _ask(jobs: list[_Job], backends: dict, cache: ResponseCache, cfg: LLMConfig,
         backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch], keep)
 
 
-def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
-                        progress: bool = True) -> dict:
-    """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache."""
+def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame) -> tuple[list[_Job], dict[int, str]]:
+    """One prompt per user in ``seeds`` (user_idx, user_id), and each user's pseudonym."""
     cfg = config.llm
     data = PreparedDataset(workspace.root / "data")
-    seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
     separator = " > " if data.stats["category_style"] == "path" else ", "
     histories = seed_histories(data, seeds["user_idx"].to_numpy(), config.encoder.task, config.data.chunk_rows)
     version = TEMPLATE_VERSION[cfg.prompt]
-    domain = config.data.domain
     users = {int(u): pseudonym(str(raw), config.name) for u, raw in zip(seeds["user_idx"], seeds["user_id"])}
     jobs = []
     for seed in seeds["user_idx"]:
         lines = condense_history(histories[int(seed)], cfg.history_items, cfg.max_title_chars, separator)
         frequent = top_categories(histories[int(seed)])
-        messages = build_messages(lines, frequent, domain, cfg.prompt)
+        messages = build_messages(lines, frequent, config.data.domain, cfg.prompt)
         jobs.append(_Job(int(seed), lines, frequent, messages, cache_key(cfg.model, version, messages)))
+    return jobs, users
+
+
+def _stricter(job: _Job, config: Config) -> None:
+    """Re-ask with a stricter instruction: a new prompt, so a new cache key."""
+    job.messages = build_messages(job.history, job.frequent, config.data.domain, config.llm.prompt, strict=True)
+    job.key = cache_key(config.llm.model, TEMPLATE_VERSION[config.llm.prompt], job.messages)
+
+
+def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
+                        progress: bool = True) -> dict:
+    """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache."""
+    cfg = config.llm
+    seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
+    jobs, users = plan_jobs(config, workspace, seeds)
+    version = TEMPLATE_VERSION[cfg.prompt]
     backends = {"make": lambda: backend or make_backend(cfg)}
     cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
     counters = {"calls": 0, "cache_hits": 0}
@@ -138,12 +154,80 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
             pending = [j for j in pending if j.parsed is None]
             if not pending or attempt == cfg.parse_retries:
                 break
-            for job in pending:  # re-ask with a stricter instruction (a new prompt, so a new cache key)
-                job.messages = build_messages(job.history, job.frequent, domain, cfg.prompt, strict=True)
-                job.key = cache_key(cfg.model, version, job.messages)
+            for job in pending:
+                _stricter(job, config)
     finally:
         cache.close()
     return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, cfg.model, version)
+
+
+def export_batch(config: Config, workspace: Workspace, target: Path, every_user: bool = False,
+                 strict: bool = True) -> dict:
+    """Write the prompts the cache cannot answer as an OpenAI batch file (for a GPU box or a batch API).
+
+    ``every_user`` plans a prompt for every user (per-user inference, the 100% budget) instead
+    of the seeds; ``strict`` adds each prompt's stricter re-ask, so malformed answers need no
+    second round trip.  The final assistant message is a prefill (``continue_final_message``).
+    """
+    cfg = config.llm
+    if every_user:
+        seeds = PreparedDataset(workspace.root / "data").users()[["user_idx", "user_id"]]
+    else:
+        seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
+    jobs, users = plan_jobs(config, workspace, seeds)
+    if strict:
+        for job in list(jobs):
+            jobs.append(copy.copy(job))
+            _stricter(jobs[-1], config)
+    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    try:
+        known = cache.get([job.key for job in jobs])
+    finally:
+        cache.close()
+    metadata = {"template_version": TEMPLATE_VERSION[cfg.prompt], "model": cfg.model}
+    written = set()
+    with atomic_path(target) as tmp, tmp.open("w") as out:
+        for job in jobs:
+            if job.key in known or job.key in written:
+                continue
+            written.add(job.key)
+            body = {"model": cfg.model, "messages": job.messages, "max_tokens": cfg.max_new_tokens, "temperature": 0,
+                    "user": users[job.seed], "metadata": metadata,
+                    "continue_final_message": job.messages[-1]["role"] == "assistant"}
+            out.write(json.dumps({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions",
+                                  "body": body}, ensure_ascii=False) + "\n")
+    return {"prompts": len(jobs), "requests": len(written), "file": str(target)}
+
+
+def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
+    """Store a batch run's answers in the response cache; failed or unknown lines are counted, not stored."""
+    with requests.open() as handle:
+        asked = {r["custom_id"]: r["body"] for r in map(json.loads, filter(str.strip, handle))}
+    entries, failed, unknown = [], 0, 0
+    with results.open() as handle:
+        for number, line in enumerate(filter(str.strip, handle), 1):
+            result = json.loads(line)
+            body = asked.get(result.get("custom_id"))
+            response = result.get("response") or {}
+            if body is None:
+                unknown += 1
+                continue
+            if result.get("error") or response.get("status_code") != 200:
+                failed += 1
+                continue
+            answer, usage = response["body"], response["body"]["usage"]
+            last = body["messages"][-1]
+            prefill = last["content"] if last["role"] == "assistant" else ""
+            text = (prefill + answer["choices"][0]["message"]["content"]).strip()
+            entries.append((result["custom_id"], body["metadata"]["model"], body["metadata"]["template_version"],
+                            body["messages"], Completion(text, usage["prompt_tokens"], usage["completion_tokens"],
+                                                         float(answer.get("reland_seconds", 0.0)))))
+    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    try:
+        cache.put(entries)
+    finally:
+        cache.close()
+    return {"imported": len(entries), "failed": failed, "unknown": unknown, "requests": len(asked)}
 
 
 def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jobs: list[_Job], counters: dict,

@@ -4,6 +4,6 @@ Definitions are built per workspace (:func:`definitions`), because the offline s
 the workspace's Parquet tables; :func:`feature_store` opens the store whose registry and
 SQLite online store live in ``workspace/features``.  May import: ``components`` (paths).
 """
-from feature_repo.repo import FEATURE_SERVICE, definitions, feature_store
+from feature_repo.repo import ENTITY_KEYS, FEATURE_SERVICE, RATIONALE_VIEW, definitions, feature_store
 
-__all__ = ["FEATURE_SERVICE", "definitions", "feature_store"]
+__all__ = ["ENTITY_KEYS", "FEATURE_SERVICE", "RATIONALE_VIEW", "definitions", "feature_store"]

@@ -14,6 +14,7 @@ from components.workspace import Workspace
 
 FEATURE_SERVICE = "ranker"
 RATIONALE_VIEW = "user_rationale_embedding"
+ENTITY_KEYS = {RATIONALE_VIEW: "user_id", "user_behaviour_embedding": "user_id", "item_text_embedding": "item_id"}
 logging.getLogger("feast").setLevel(logging.WARNING)
 
 

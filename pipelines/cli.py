@@ -200,6 +200,38 @@ def rationales_generate(obj: _Context, prompt, backend, base_url, model) -> None
     _print_llm_summary(summary)
 
 
+@rationales.command("export-batch")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--all-users", is_flag=True, help="A prompt for every user (per-user inference), not only the seeds.")
+@click.option("--no-strict", is_flag=True, help="Leave out the stricter re-ask of each prompt.")
+@click.option("--prompt", type=click.Choice(["cot", "direct"]), default=None, help="Template (default: the config's).")
+@click.pass_obj
+def rationales_export_batch(obj: _Context, output: str, all_users: bool, no_strict: bool, prompt: str | None) -> None:
+    """Write the prompts the cache cannot answer as an OpenAI batch file (JSONL).
+
+    Run it where there is a GPU with 'python -m models.llm.batch OUTPUT RESULTS' (torch and
+    transformers only) or vLLM's run_batch, then 'reland rationales import-batch'.
+    """
+    from components.rationales import export_batch
+
+    config = obj.config(**({"llm": {"prompt": prompt}} if prompt else {}))
+    summary = export_batch(config, obj.workspace, Path(output), every_user=all_users, strict=not no_strict)
+    click.echo(f"{summary['requests']:,} requests to answer (of {summary['prompts']:,} prompts) -> {summary['file']}")
+
+
+@rationales.command("import-batch")
+@click.argument("requests", type=click.Path(exists=True, dir_okay=False))
+@click.argument("results", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def rationales_import_batch(obj: _Context, requests: str, results: str) -> None:
+    """Store a batch run's answers in the workspace's LLM response cache (then run 'rationales generate')."""
+    from components.rationales import import_batch
+
+    summary = import_batch(obj.workspace, Path(requests), Path(results))
+    click.echo(f"imported {summary['imported']:,} answers of {summary['requests']:,} requests "
+               f"({summary['failed']:,} failed, {summary['unknown']:,} not in the request file)")
+
+
 def _print_llm_summary(summary: dict) -> None:
     per_user = summary["per_user_inference"]
     click.echo(f"{summary['ok']:,}/{summary['seeds']:,} rationales ({summary['failed']} failed); LLM calls this run "
@@ -326,6 +358,90 @@ def features_show(obj: _Context, user_id: str) -> None:
     embedding = row.pop("rationale_embedding")
     click.echo(json.dumps({**row, "rationale_embedding": f"[{len(embedding)} floats: {embedding[0]:.4f}, "
                                                          f"{embedding[1]:.4f}, …]"}, indent=2))
+
+
+BACKBONE_CHOICE = click.Choice(["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"])
+VARIANT_CHOICE = click.Choice(["id", "item_text", "reland", "rationale_only"])
+
+
+def _ranker_overrides(epochs: int | None, **fields) -> dict:
+    return {"ranker": {k: v for k, v in {**fields, "epochs": epochs}.items() if v is not None}}
+
+
+@cli.group()
+def ranker() -> None:
+    """Train and evaluate downstream recommenders on the platform's features (Feast historical retrieval)."""
+
+
+@ranker.command("train")
+@click.option("--backbone", type=BACKBONE_CHOICE, default=None, help="Backbone (default: the config's, sasrec).")
+@click.option("--variant", type=VARIANT_CHOICE, default=None,
+              help="id | item_text (+f_item) | reland (+f_item and Eq. 5 fusion) | rationale_only (w/o i.f.).")
+@click.option("--epochs", type=int, default=None, help="Most epochs (early stopping on validation NDCG@10).")
+@click.pass_obj
+def ranker_train(obj: _Context, backbone, variant, epochs) -> None:
+    """Train one ranker, test it by full ranking, track the run in MLflow (experiment 'rankers-<dataset>')."""
+    from components.experiments import tracked_ranker
+    from components.tracking import use_experiment
+
+    config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant))
+    use_experiment(obj.workspace, f"rankers-{config.name}")
+    result = tracked_ranker(config, obj.workspace, obj.progress)
+    click.echo(f"{result['ranker']}: test NDCG@10 {result['test_ndcg@10']:.4f}, HR@10 {result['test_hit@10']:.4f} "
+               f"({result['test_users']:,} users; best epoch {result['best_epoch']} of {result['epochs']})")
+
+
+@cli.group()
+def experiments() -> None:
+    """The paper's studies as MLflow experiments: Table 2, the seed-budget sweep, the ablations."""
+
+
+def _experiment_options(function):
+    function = click.option("--epochs", type=int, default=None, help="Most epochs per ranker.")(function)
+    return click.option("--backbones", default=None, help="Comma-separated backbones (default: the study's).")(function)
+
+
+def _names(value: str | None, default: tuple) -> tuple:
+    return tuple(v.strip() for v in value.split(",")) if value else default
+
+
+@experiments.command("table2")
+@_experiment_options
+@click.option("--variants", default=None, help="Comma-separated variants (default: id,item_text,reland).")
+@click.pass_obj
+def experiments_table2(obj: _Context, backbones, epochs, variants) -> None:
+    """Every backbone x variant, with paired t-tests; registers the best ranker in the model registry."""
+    from components.experiments import BACKBONES, VARIANTS, table2
+
+    frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONES),
+                   _names(variants, VARIANTS), obj.progress)
+    click.echo(frame.to_string(index=False))
+
+
+@experiments.command("sweep")
+@_experiment_options
+@click.option("--budgets", default=None, help="Comma-separated seed budgets (default: 0.01,...,1.0).")
+@click.pass_obj
+def experiments_sweep(obj: _Context, backbones, epochs, budgets) -> None:
+    """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
+    from components.experiments import BUDGETS, seed_sweep
+
+    chosen = tuple(float(b) for b in _names(budgets, BUDGETS))
+    frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
+                       _names(backbones, ("sasrec", "lightgcn")), obj.progress)
+    click.echo(frame.to_string(index=False))
+
+
+@experiments.command("ablations")
+@_experiment_options
+@click.pass_obj
+def experiments_ablations(obj: _Context, backbones, epochs) -> None:
+    """RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds) and w/o i.f. (no item text)."""
+    from components.experiments import ablations
+
+    frame = ablations(obj.config(**_ranker_overrides(epochs)), obj.workspace,
+                      _names(backbones, ("sasrec", "lightgcn")), obj.progress)
+    click.echo(frame.to_string(index=False))
 
 
 @cli.command("run")

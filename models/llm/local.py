@@ -30,7 +30,7 @@ class _StopAfterLines(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
-        return torch.tensor([t.count("\n") >= self.lines for t in texts], dtype=torch.bool)
+        return torch.tensor([t.count("\n") >= self.lines for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def render(tokenizer, conversation: list[dict]) -> tuple[str, str]:
@@ -42,7 +42,7 @@ def render(tokenizer, conversation: list[dict]) -> tuple[str, str]:
 
 class LocalBackend(LLMBackend):
     def __init__(self, model_path: str | Path | None = None, gguf_file: str | None = None, batch_size: int = 8,
-                 name: str | None = None, stop_after_lines: int | None = None):
+                 name: str | None = None, stop_after_lines: int | None = None, device: str = "auto"):
         folder = Path(model_path) if model_path else default_model_folder()
         gguf = gguf_file if gguf_file or model_path else DEFAULT_GGUF
         kwargs = {"gguf_file": gguf} if gguf else {}
@@ -50,7 +50,9 @@ class LocalBackend(LLMBackend):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **kwargs).eval()
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if device == "auto" else device)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **kwargs).eval().to(self.device)
         self.batch_size, self.stop_after_lines = batch_size, stop_after_lines
         self.name = name or (gguf or folder.name)
 
@@ -62,7 +64,7 @@ class LocalBackend(LLMBackend):
         results: dict[int, Completion] = {}
         for start in range(0, len(order), self.batch_size):
             batch = order[start: start + self.batch_size]
-            encoded = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True)
+            encoded = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True).to(self.device)
             started = time.perf_counter()
             prompt_length = encoded["input_ids"].shape[1]
             stop = (StoppingCriteriaList([_StopAfterLines(self.tokenizer, prompt_length, self.stop_after_lines)])

@@ -1,0 +1,275 @@
+"""The paper's studies as MLflow experiments: Table 2, the seed-budget sweep (Figure 6), the ablations (Figure 5).
+
+Each study is one experiment (``<study>-<dataset>``) with a parent run and one nested run per
+configuration.  Studies that change the pool (budgets, prompt, seed strategy) build it in a
+derived workspace under ``studies/`` that links the base workspace's data, encoder and item
+text, and shares its LLM response cache, so an answer already paid for is never asked again.
+Results tables (CSV and Markdown) and the ROI plot are written under ``ranker/`` and logged as
+artefacts; the best Table-2 ranker (by validation NDCG@10) is registered in the model registry.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from components.config import Config
+from components.ranker import load_per_user, ranker_name, train_ranker
+from components.tracking import log_ranker_run, metric_names, ranker_params, use_experiment
+from components.workspace import Workspace, atomic_path
+
+BACKBONES = ("neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec")
+VARIANTS = ("id", "item_text", "reland")
+BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
+METRICS = ("ndcg@10", "hit@10")
+
+
+def with_ranker(config: Config, **fields) -> Config:
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update=fields)})
+
+
+def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, label: str | None = None) -> dict:
+    """Train one ranker inside a nested MLflow run: parameters, per-epoch curve, final metrics, LLM cost."""
+    import mlflow
+
+    with mlflow.start_run(run_name=label or ranker_name(config), nested=True):
+        mlflow.log_params(ranker_params(config, workspace))
+        result = train_ranker(config, workspace, progress, on_epoch=lambda row, epoch: mlflow.log_metrics(
+            metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch))
+        log_ranker_run(config, workspace, result, workspace.root / "ranker" / ranker_name(config) / "metrics.json")
+        return {**result, "workspace": str(workspace.root)}
+
+
+def paired_p_value(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str) -> float:
+    """Two-sided paired t-test over the users both evaluations share."""
+    common, ia, ib = np.intersect1d(a["users"], b["users"], return_indices=True)
+    x, y = a[metric][ia], b[metric][ib]
+    if len(common) < 2 or np.allclose(x, y):
+        return 1.0
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+def compare(rows: list[dict], reference: dict, per_user: dict[str, dict]) -> None:
+    """Add each row's p-values and lift against ``reference`` (in place)."""
+    base = per_user[reference["key"]]
+    for row in rows:
+        if row is reference:
+            continue
+        for metric in METRICS:
+            row[f"p_{metric}_vs_{reference['variant']}"] = paired_p_value(per_user[row["key"]], base, metric)
+            row[f"lift_{metric}_vs_{reference['variant']}"] = (row[f"test_{metric}"] / reference[f"test_{metric}"] - 1
+                                                               if reference[f"test_{metric}"] else float("nan"))
+
+
+def save_table(workspace: Workspace, name: str, frame: pd.DataFrame) -> list[Path]:
+    """``ranker/<name>.csv`` and ``.md`` (significance marked: * p < 0.05 against the row's reference)."""
+    paths = []
+    for suffix, write in ((".csv", lambda f, p: f.to_csv(p, index=False)),
+                          (".md", lambda f, p: p.write_text(f.to_markdown(index=False, floatfmt=".4f") + "\n"))):
+        target = workspace.dir("ranker") / f"{name}{suffix}"
+        with atomic_path(target) as tmp:
+            write(frame, tmp)
+        paths.append(target)
+    return paths
+
+
+def _per_user(results: list[dict]) -> dict[str, dict]:
+    return {r["key"]: load_per_user(Workspace(r["workspace"]), r["ranker"]) for r in results}
+
+
+def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=VARIANTS,
+           progress: bool = True, register: bool = True) -> pd.DataFrame:
+    """Every backbone × variant; lifts and paired tests of +f_item and RELAND against ID-only."""
+    import mlflow
+
+    use_experiment(workspace, f"table2-{config.name}")
+    results = []
+    with mlflow.start_run(run_name="table2"):
+        for backbone in backbones:
+            for variant in variants:
+                result = tracked_ranker(with_ranker(config, backbone=backbone, variant=variant), workspace, progress)
+                results.append({**result, "key": result["ranker"]})
+        per_user = _per_user(results)
+        for backbone in backbones:
+            rows = [r for r in results if r["backbone"] == backbone]
+            reference = next((r for r in rows if r["variant"] == "id"), None)
+            if reference:
+                compare(rows, reference, per_user)
+            item_text = next((r for r in rows if r["variant"] == "item_text"), None)
+            if item_text:
+                compare([r for r in rows if r["variant"] == "reland"], item_text, per_user)
+        frame = results_frame(results)
+        for path in save_table(workspace, f"table2-{config.name}", frame):
+            mlflow.log_artifact(str(path))
+        if register:
+            best = max(results, key=lambda r: r["best_valid_ndcg@10"])
+            register_ranker(with_ranker(config, backbone=best["backbone"], variant=best["variant"]), workspace)
+    return frame
+
+
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    columns = ["backbone", "variant", "test_ndcg@10", "test_hit@10"]
+    frame = pd.DataFrame(results)
+    extra = [c for c in frame.columns if c.startswith(("p_", "lift_"))]
+    keep = columns + [c for c in ("seeds", "llm_calls", "llm_seconds", "label") if c in frame] + sorted(extra) + \
+        ["epochs", "best_epoch", "epoch_train_seconds"]
+    return frame[keep]
+
+
+@dataclass(frozen=True)
+class PoolVariant:
+    """A derived workspace whose pool differs from the base one (budget, prompt or seed strategy)."""
+
+    name: str
+    seeds: dict
+    llm: dict
+
+    def workspace(self, base: Workspace) -> Workspace:
+        """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
+        child = Workspace(base.root / "studies" / self.name)
+        for relative in ("data", "encoder", "features/item_text_embedding.parquet", "pool/llm_cache.sqlite"):
+            link = child.root / relative
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists() and (base.root / relative).exists():
+                os.symlink(base.root / relative, link)
+        return child
+
+    def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
+        """Seeds → rationales → pool → retrieval → Feast registry, in the derived workspace."""
+        from components.features import apply_features
+        from components.pool import build_pool
+        from components.rationales import generate_rationales
+        from components.retrieval import retrieve_rationales
+        from components.seeds import sample_seeds
+
+        child = self.workspace(base)
+        derived = config.model_copy(update={"seeds": config.seeds.model_copy(update=self.seeds),
+                                            "llm": config.llm.model_copy(update=self.llm)})
+        sample_seeds(derived, child)
+        generate_rationales(derived, child, progress=progress)
+        build_pool(derived, child, progress)
+        retrieve_rationales(derived, child, progress)
+        apply_features(derived, child)
+        return derived, child
+
+
+def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=("sasrec", "lightgcn"),
+               progress: bool = True) -> pd.DataFrame:
+    """RELAND at each seed budget against the +f_item baseline: quality against LLM calls, tokens and seconds.
+
+    A budget of 1.0 asks the LLM about every user: per-user inference, the KAR-style setting.
+    """
+    import mlflow
+
+    use_experiment(workspace, f"seed-sweep-{config.name}")
+    results = []
+    with mlflow.start_run(run_name="seed-sweep"):
+        for backbone in backbones:
+            baseline = tracked_ranker(with_ranker(config, backbone=backbone, variant="item_text"), workspace, progress)
+            results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
+                            "llm_calls": 0, "llm_seconds": 0.0})
+        for budget in budgets:
+            derived, child = PoolVariant(f"budget-{budget:g}", {"budget": budget}, {}).build(config, workspace, progress)
+            cost = _pool_cost(child)
+            for backbone in backbones:
+                result = tracked_ranker(with_ranker(derived, backbone=backbone, variant="reland"), child, progress,
+                                        label=f"{backbone}-reland-{budget:g}")
+                results.append({**result, **cost, "key": f"{backbone}-{budget:g}", "label": f"{budget:g}"})
+        per_user = _per_user(results)
+        for backbone in backbones:
+            rows = [r for r in results if r["backbone"] == backbone]
+            compare(rows, next(r for r in rows if r["label"] == "+f_item"), per_user)
+        frame = results_frame(results)
+        paths = save_table(workspace, f"seed-sweep-{config.name}", frame) + [roi_plot(workspace, frame, config.name)]
+        for path in paths:
+            mlflow.log_artifact(str(path))
+    return frame
+
+
+def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True) -> pd.DataFrame:
+    """Figure 5: RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds), w/o i.f. (no item text)."""
+    import mlflow
+
+    use_experiment(workspace, f"ablations-{config.name}")
+    pools = {"w/o r.p.": PoolVariant("direct-prompt", {}, {"prompt": "direct"}),
+             "w/o a.s.": PoolVariant("random-seeds", {"strategy": "random"}, {})}
+    results = []
+    with mlflow.start_run(run_name="ablations"):
+        built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
+        for backbone in backbones:
+            runs = [("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
+                    ("w/o i.f.", with_ranker(config, backbone=backbone, variant="rationale_only"), workspace)]
+            runs += [(label, with_ranker(derived, backbone=backbone, variant="reland"), child)
+                     for label, (derived, child) in built.items()]
+            for label, cfg, where in runs:
+                result = tracked_ranker(cfg, where, progress, label=f"{backbone} {label}")
+                results.append({**result, **_pool_cost(where), "key": f"{backbone} {label}", "label": label})
+        per_user = _per_user(results)
+        for backbone in backbones:
+            rows = [r for r in results if r["backbone"] == backbone]
+            compare(rows, next(r for r in rows if r["label"] == "RELAND"), per_user)
+        frame = results_frame(results)
+        for path in save_table(workspace, f"ablations-{config.name}", frame):
+            mlflow.log_artifact(str(path))
+    return frame
+
+
+def _pool_cost(workspace: Workspace) -> dict:
+    from components.tracking import pool_context
+
+    context = pool_context(workspace)
+    return {k: context[k] for k in ("seeds", "llm_calls", "llm_seconds") if k in context}
+
+
+def roi_plot(workspace: Workspace, frame: pd.DataFrame, dataset: str) -> Path:
+    """NDCG@10 against LLM-seconds per backbone, with each backbone's +f_item baseline as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for backbone, rows in frame.groupby("backbone"):
+        baseline = rows[rows["label"] == "+f_item"]
+        points = rows[rows["label"] != "+f_item"].sort_values("llm_seconds")
+        line, = axis.plot(points["llm_seconds"], points["test_ndcg@10"], marker="o", label=f"{backbone} RELAND")
+        for _, point in points.iterrows():
+            axis.annotate(f"{float(point['label']):.1%}", (point["llm_seconds"], point["test_ndcg@10"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+        if len(baseline):
+            axis.axhline(float(baseline["test_ndcg@10"].iloc[0]), color=line.get_color(), linestyle="--",
+                         label=f"{backbone} +f_item (no LLM)")
+    axis.set_xscale("symlog")
+    axis.set_xlabel("LLM seconds for the pool (seed budget annotated)")
+    axis.set_ylabel("test NDCG@10")
+    axis.set_title(f"RELAND quality vs LLM cost ({dataset})")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    target = workspace.dir("ranker") / f"roi-{dataset}.png"
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    return target
+
+
+def register_ranker(config: Config, workspace: Workspace) -> str:
+    """Log a trained ranker with its input signature and register it as ``reland-ranker-<dataset>``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from components.ranker import load_ranker, serving_example
+
+    model = load_ranker(config, workspace)
+    example = serving_example(model)
+    signature = infer_signature(example.numpy(), model(example).detach().numpy())
+    name = f"reland-ranker-{config.name}"
+    with mlflow.start_run(run_name=f"register {ranker_name(config)}", nested=True):
+        mlflow.log_params({"ranker": ranker_name(config), "backbone": config.ranker.backbone,
+                           "variant": config.ranker.variant})
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                        serialization_format="pickle")  # pt2 export needs torch >= 2.4
+    return info.model_uri

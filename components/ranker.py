@@ -1,0 +1,194 @@
+"""Step ``train_ranker``: one backbone in one variant, early-stopped on validation NDCG@10, tested by full ranking.
+
+Variants: ``id`` (IDs only), ``item_text`` ("+f_item"), ``reland`` (+f_item and the fusion
+of Eq. 5), and ``rationale_only`` (the fusion without item text: the "w/o i.f." ablation).
+Features are read through Feast's historical retrieval as of the training time.
+
+Outputs under ``ranker/<backbone>-<variant>/``: ``model.pt`` (the best validation state and
+how to rebuild it), ``metrics.json`` (per-epoch curve, test metrics, timings) and
+``per_user.npz`` (each test user's metrics, for paired significance tests).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from components.config import Config
+from components.data.tables import PreparedDataset
+from components.ranker_data import EvalSet, RankerData, historical_features
+from components.workspace import Workspace, atomic_path, write_json
+from models.metrics import full_ranking
+from models.recommenders import Recommender, build_recommender, family
+
+# variant -> (item text, rationale fusion)
+VARIANT_INPUTS = {"id": (False, False), "item_text": (True, False), "reland": (True, True),
+                  "rationale_only": (False, True)}
+KS = (10, 20)
+
+
+def ranker_name(config: Config) -> str:
+    return f"{config.ranker.backbone}-{config.ranker.variant}"
+
+
+def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
+                    as_of: pd.Timestamp) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(item text embeddings, user rationale embeddings) the variant needs, in index order, from Feast."""
+    wants_text, wants_rationale = VARIANT_INPUTS[config.ranker.variant]
+    text = rationale = None
+    if wants_text:
+        items = data.items().sort_values("item_idx")
+        text = torch.from_numpy(historical_features(workspace, config.features, "item_text_embedding:text_embedding",
+                                                    items["item_id"], as_of))
+    if wants_rationale:
+        users = data.users().sort_values("user_idx")
+        rationale = torch.from_numpy(historical_features(
+            workspace, config.features, "user_rationale_embedding:rationale_embedding", users["user_id"], as_of))
+    return text, rationale
+
+
+def make_model(config: Config, data: RankerData, item_text: torch.Tensor | None,
+               rationales: torch.Tensor | None) -> Recommender:
+    cfg = config.ranker
+    hyper = {"layers": cfg.layers, "dropout": cfg.dropout, "heads": cfg.heads, "max_len": data.max_len,
+             "contrast_weight": cfg.contrast_weight, "temperature": cfg.temperature}
+    if data.family == "cf" and cfg.backbone in ("ngcf", "lightgcn"):
+        from models.recommenders import normalised_adjacency
+
+        rows = data.train_rows
+        hyper["adjacency"] = normalised_adjacency(data.users[rows], data.items[rows], data.n_users, data.n_items)
+    return build_recommender(cfg.backbone, data.n_users, data.n_items, cfg.dim, item_text, rationales, **hyper)
+
+
+@torch.no_grad()
+def evaluate(model: Recommender, data: RankerData, split: EvalSet, batch_size: int) -> dict[str, np.ndarray]:
+    """Per-user full-ranking metrics (HR = hit, NDCG, recall at 10 and 20) on ``split``."""
+    model.eval()
+    position = np.full(data.n_users, -1)
+    position[split.users] = np.arange(len(split.users))
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        if data.family == "cf":
+            return model.score({"users": users})
+        return model.score(data.seq_batch(split.rows[position[users.numpy()]]))
+
+    return full_ranking(score, torch.from_numpy(split.users), split.exclude, split.targets, KS, batch_size)
+
+
+def summarise(per_user: dict[str, np.ndarray], prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{name}": round(float(values.mean()), 6) for name, values in per_user.items()}
+
+
+def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Optimizer, config: Config,
+                rng: np.random.Generator, partners: np.ndarray | None, progress: bool) -> float:
+    """One pass over the training rows; the mean loss."""
+    cfg = config.ranker
+    model.train()
+    losses = []
+    total = -(-len(data.train_rows) // cfg.batch_size)
+    batches = data.training_batches(cfg.batch_size, rng, cfg.max_batches)
+    for batch in tqdm(batches, total=min(total, cfg.max_batches or total), desc="train", leave=False,
+                      disable=not progress):
+        if partners is not None:  # DuoRec: a positive view with the same next item
+            same = data.seq_batch(partners[batch["rows"].numpy()])
+            batch.update(same_target=same["sequences"], same_target_lengths=same["lengths"],
+                         same_target_users=same["users"])
+        loss = model.loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    return float(np.mean(losses))
+
+
+def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
+                 on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None) -> dict:
+    """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics."""
+    cfg = config.ranker
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    prepared = PreparedDataset(workspace.root / "data")
+    data = RankerData(prepared, family(cfg.backbone), config.data.max_seq_len)
+    as_of = as_of or pd.Timestamp.now(tz="UTC")
+    item_text, rationales = ranker_features(config, workspace, prepared, as_of)
+    model = make_model(config, data, item_text, rationales)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
+    valid, test = data.valid, data.test
+    curve, best, best_state, stale, started = [], -1.0, None, 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        epoch_started = time.perf_counter()
+        loss = train_epoch(model, data, optimiser, config, rng, partners, progress)
+        train_seconds = time.perf_counter() - epoch_started
+        metrics = summarise(evaluate(model, data, valid, cfg.eval_batch), "valid_")
+        row = {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3), **metrics}
+        curve.append(row)
+        if on_epoch:
+            on_epoch(row, epoch)
+        if metrics["valid_ndcg@10"] > best:
+            best, best_state, stale = metrics["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    eval_started = time.perf_counter()
+    per_user = evaluate(model, data, test, cfg.eval_batch)
+    eval_seconds = time.perf_counter() - eval_started
+    best_epoch = max(curve, key=lambda r: r["valid_ndcg@10"])["epoch"]
+    result = {"ranker": ranker_name(config), "backbone": cfg.backbone, "variant": cfg.variant,
+              "family": data.family, "epochs": len(curve), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
+              **summarise(per_user, "test_"), "test_users": len(test.users),
+              "seconds": round(time.perf_counter() - started, 2),
+              "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
+              "eval_users_per_s": round(len(test.users) / eval_seconds), "as_of": as_of.isoformat()}
+    save_ranker(workspace, config, model, result, curve, test.users, per_user)
+    return result
+
+
+def save_ranker(workspace: Workspace, config: Config, model: Recommender, result: dict, curve: list[dict],
+                users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
+    folder = workspace.dir("ranker") / ranker_name(config)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save({"state": model.state_dict(), "ranker": config.ranker.model_dump(), "n_users": model.n_users,
+                    "n_items": model.n_items, "max_len": config.data.max_seq_len}, tmp)
+    with atomic_path(folder / "per_user.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, users=users, **{k.replace("@", "_at_"): v for k, v in per_user.items()})
+    write_json(folder / "metrics.json", {**result, "curve": curve})
+
+
+def load_per_user(workspace: Workspace, name: str) -> dict[str, np.ndarray]:
+    with np.load(workspace.root / "ranker" / name / "per_user.npz") as saved:
+        return {k.replace("_at_", "@"): saved[k] for k in saved.files}
+
+
+def load_ranker(config: Config, workspace: Workspace) -> Recommender:
+    """Rebuild a trained ranker from ``ranker/<backbone>-<variant>/model.pt`` (feature tables come with its state)."""
+    path = workspace.root / "ranker" / ranker_name(config) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained ranker; run 'reland ranker train' first")
+    saved = torch.load(path, weights_only=True)
+    state = saved["state"]
+    data = RankerData(PreparedDataset(workspace.root / "data"), family(config.ranker.backbone), saved["max_len"])
+    item_text = torch.zeros_like(state["items.text"]) if "items.text" in state else None
+    rationales = torch.zeros_like(state["fusion.rationales"]) if "fusion.rationales" in state else None
+    model = make_model(config, data, item_text, rationales)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def serving_example(model: Recommender, rows: int = 2) -> torch.Tensor:
+    """A few well-formed serving rows (users 0.., one recent item each), for signatures and smoke checks."""
+    from models.recommenders import serving_rows
+
+    users = torch.arange(rows)
+    sequences = torch.zeros(rows, model.max_len, dtype=torch.long)
+    sequences[:, 0] = 1
+    rationales = model.fusion.rationales[users] if model.fusion is not None else None
+    return serving_rows(users, sequences, rationales)

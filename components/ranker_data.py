@@ -1,0 +1,145 @@
+"""What a downstream recommender trains and is evaluated on: one task's split, batches, and Feast features.
+
+* ``cf`` backbones use the ratio split (``cf_split``): (user, item) training pairs with
+  uniformly sampled negatives; evaluation excludes the items a user already has (training
+  items for validation, training and validation items for test).
+* ``seq`` backbones use leave-one-out (``seq_split``): every training interaction after a
+  user's first is a (previous items → next item) sample; validation and test predict the
+  held-out item from everything before it.  As in RecBole, known items are not masked.
+
+Rationale and item-text features come through Feast's historical retrieval (point in time),
+as a production ranker's training set would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.config import FeaturesConfig
+from components.data.tables import TEST, TRAIN, VALID, PreparedDataset
+from components.workspace import Workspace
+from models.metrics import UserItemSets
+
+SPLITS = {"cf": "cf_split", "seq": "seq_split"}
+
+
+@dataclass
+class EvalSet:
+    """One evaluation split: its users, their held-out items, and what is excluded from their ranking."""
+
+    users: np.ndarray
+    targets: UserItemSets
+    exclude: UserItemSets
+    rows: np.ndarray  # seq: the held-out row of each user (its prefix is the input); cf: unused
+
+
+class RankerData:
+    """The interactions of one task in index space, held as flat time-ordered arrays per user."""
+
+    def __init__(self, data: PreparedDataset, family: str, max_len: int = 50):
+        table = data.interactions(["user_idx", "item_idx", SPLITS[family]])
+        self.family, self.max_len = family, max_len
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self.users = table["user_idx"].to_numpy(np.int64)
+        self.items = table["item_idx"].to_numpy(np.int64)
+        self.split = table[SPLITS[family]].to_numpy(np.int8)
+        if np.any(np.diff(self.users) < 0):
+            raise ValueError(f"{data.folder}: interactions are not grouped by user; re-run 'reland data prepare'")
+        counts = np.bincount(self.users, minlength=self.n_users)
+        self.user_start = np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+        train = self.split == TRAIN
+        self.train_rows = np.flatnonzero(train & (np.arange(len(self.users)) > self.user_start)) if family == "seq" \
+            else np.flatnonzero(train)
+        self._train_keys = np.sort(self.users[train] * self.n_items + self.items[train])
+
+    def sets(self, rows: np.ndarray) -> UserItemSets:
+        return UserItemSets(self.users[rows], self.items[rows], self.n_users)
+
+    def eval_set(self, split: int) -> EvalSet:
+        rows = np.flatnonzero(self.split == split)
+        known = np.flatnonzero(self.split < split) if self.family == "cf" else np.empty(0, np.int64)
+        return EvalSet(np.unique(self.users[rows]), self.sets(rows), self.sets(known), rows)
+
+    @property
+    def valid(self) -> EvalSet:
+        return self.eval_set(VALID)
+
+    @property
+    def test(self) -> EvalSet:
+        return self.eval_set(TEST)
+
+    def prefixes(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded sequences (items numbered from 1) of the up to ``max_len`` items before each row."""
+        lengths = np.minimum(rows - self.user_start[rows], self.max_len)
+        offsets = np.arange(self.max_len)
+        source = rows[:, None] - lengths[:, None] + offsets[None, :]
+        valid = offsets[None, :] < lengths[:, None]
+        sequences = np.where(valid, self.items[np.where(valid, source, 0)] + 1, 0)
+        return torch.from_numpy(sequences), torch.from_numpy(np.maximum(lengths, 1))
+
+    def training_batches(self, batch_size: int, rng: np.random.Generator, max_batches: int | None = None):
+        """Shuffled training batches (dicts of tensors) for one epoch."""
+        order = rng.permutation(self.train_rows)
+        n_batches = -(-len(order) // batch_size)
+        for index in range(min(n_batches, max_batches or n_batches)):
+            rows = order[index * batch_size: (index + 1) * batch_size]
+            yield self.cf_batch(rows, rng) if self.family == "cf" else self.seq_batch(rows)
+
+    def cf_batch(self, rows: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        users = self.users[rows]
+        negatives = rng.integers(0, self.n_items, len(rows))
+        clash = self._is_training_pair(users, negatives)
+        negatives[clash] = rng.integers(0, self.n_items, int(clash.sum()))  # one redraw: rare clashes remain
+        return {"users": torch.from_numpy(users), "positives": torch.from_numpy(self.items[rows]),
+                "negatives": torch.from_numpy(negatives)}
+
+    def seq_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        sequences, lengths = self.prefixes(rows)
+        return {"users": torch.from_numpy(self.users[rows]), "sequences": sequences, "lengths": lengths,
+                "targets": torch.from_numpy(self.items[rows]), "rows": torch.from_numpy(rows)}
+
+    def _is_training_pair(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        found = np.searchsorted(self._train_keys, keys)
+        return self._train_keys[np.minimum(found, len(self._train_keys) - 1)] == keys
+
+    def same_target_partners(self, rng: np.random.Generator) -> np.ndarray:
+        """For each training row, another training row with the same next item (itself when it is alone)."""
+        rows = self.train_rows
+        order = rows[np.argsort(self.items[rows], kind="stable")]
+        targets = self.items[order]
+        starts = np.searchsorted(targets, targets, side="left")
+        ends = np.searchsorted(targets, targets, side="right")
+        partner_sorted = order[starts + (rng.random(len(order)) * (ends - starts)).astype(np.int64)]
+        partners = np.empty(self.n_rows, np.int64)
+        partners[order] = partner_sorted
+        return partners
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.users)
+
+
+def historical_features(workspace: Workspace, features: FeaturesConfig, reference: str, keys: pd.Series,
+                        as_of: pd.Timestamp | pd.Series) -> np.ndarray:
+    """One vector feature (``view:field``) for each key, as of ``as_of``, through Feast's point-in-time join.
+
+    Raises naming the view when any key has no row at or before its timestamp (within the TTL).
+    """
+    from feature_repo import ENTITY_KEYS, feature_store
+
+    view, field = reference.split(":")
+    key = ENTITY_KEYS[view]
+    entity = pd.DataFrame({key: keys.astype(str).to_numpy(), "event_timestamp": as_of})
+    entity["_row"] = np.arange(len(entity))
+    frame = feature_store(workspace, features).get_historical_features(entity_df=entity, features=[reference]).to_df()
+    frame = frame.sort_values("_row")
+    missing = frame[field].isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"feature view '{view}': {int(missing.sum()):,} of {len(frame):,} {key}s have no "
+                         f"'{field}' at their timestamp (first: {frame[key].iloc[int(np.argmax(missing))]}); "
+                         "materialised after the training time, or older than the view's TTL?")
+    return np.stack(frame[field].to_numpy()).astype(np.float32)

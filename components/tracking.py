@@ -1,0 +1,84 @@
+"""MLflow tracking for ranker runs: one experiment per study, one run per configuration.
+
+The store is SQLite in ``workspace/mlflow`` (artefacts beside it) unless ``MLFLOW_TRACKING_URI``
+points elsewhere.  Each ranker run records its configuration, the data hash, the pool version
+and the LLM cost of the pool it read (calls, tokens, LLM-seconds, dollars), per-epoch curves
+and its final test metrics.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from components.config import Config
+from components.workspace import Workspace, read_json
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def metric_names(values: dict) -> dict:
+    """MLflow names allow no '@': ndcg@10 is logged as ndcg_at_10."""
+    return {k.replace("@", "_at_"): v for k, v in values.items()}
+
+
+def tracking_uri(workspace: Workspace) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.dir('mlflow') / 'mlflow.db'}"
+
+
+def use_experiment(workspace: Workspace, name: str) -> str:
+    """Point MLflow at the workspace's store and the experiment ``name`` (created with local artefacts)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(workspace))
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(workspace.dir("mlflow") / "artifacts" / name).as_uri())
+    return mlflow.set_experiment(name).experiment_id
+
+
+def data_hash(workspace: Workspace) -> str:
+    """sha256 (first 16 hex digits) of the prepared interactions file: which data a run saw."""
+    digest = hashlib.sha256()
+    with open(workspace.root / "data" / "interactions.parquet", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 23), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def pool_context(workspace: Workspace) -> dict:
+    """The pool a ranker's rationale features came from, and what its LLM calls cost."""
+    summary_path = workspace.root / "pool" / "rationales.json"
+    if not summary_path.exists():
+        return {}
+    summary = read_json(summary_path)
+    context = {"llm_model": summary["model"], "template_version": summary["template_version"],
+               "seeds": summary["seeds"], "seed_fraction": round(summary["seeds"] / max(summary["users"], 1), 4),
+               "llm_calls": summary["seeds"], "llm_prompt_tokens": summary["prompt_tokens"],
+               "llm_completion_tokens": summary["completion_tokens"], "llm_seconds": summary["llm_seconds"],
+               "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"]}
+    current = workspace.root / "pool" / "current.json"
+    if current.exists():
+        context["pool_version"] = read_json(current)["version"]
+    return context
+
+
+def ranker_params(config: Config, workspace: Workspace) -> dict:
+    params = {f"ranker.{k}": v for k, v in config.ranker.model_dump().items()}
+    params.update({"dataset": config.name, "data_hash": data_hash(workspace), "seed": config.seed,
+                   "seeds.strategy": config.seeds.strategy, "seeds.budget": config.seeds.budget,
+                   "llm.prompt": config.llm.prompt})
+    return params
+
+
+def log_ranker_run(config: Config, workspace: Workspace, result: dict, metrics_file: Path) -> None:
+    """Final metrics, LLM cost and the run's metrics file, on the active MLflow run."""
+    import mlflow
+
+    context = pool_context(workspace)
+    mlflow.log_params({k: v for k, v in context.items() if isinstance(v, str) or k == "pool_version"})
+    numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric.update({k: v for k, v in context.items() if isinstance(v, (int, float)) and k != "pool_version"})
+    mlflow.log_metrics(metric_names(numeric))
+    mlflow.log_artifact(str(metrics_file))

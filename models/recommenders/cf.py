@@ -1,0 +1,127 @@
+"""Collaborative-filtering backbones trained with BPR: NeuMF, NGCF and LightGCN (RecBole's designs)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.recommenders.base import ItemInput, Recommender, bpr_loss
+
+
+def normalised_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of the user–item bipartite graph (users first), as a sparse tensor."""
+    rows = np.concatenate([users, items + n_users])
+    cols = np.concatenate([items + n_users, users])
+    degree = np.bincount(rows, minlength=n_users + n_items).astype(np.float32)
+    scale = 1.0 / np.sqrt(np.maximum(degree, 1.0))
+    values = scale[rows] * scale[cols]
+    size = n_users + n_items
+    return torch.sparse_coo_tensor(np.vstack([rows, cols]), values, (size, size)).coalesce().to_sparse_csr()
+
+
+class PairwiseRecommender(Recommender):
+    """BPR over (user, positive, sampled negative) triples."""
+
+    family = "cf"
+
+    def pair_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (users * items).sum(-1)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users, items = self.users_and_items(batch)
+        return bpr_loss(self.pair_score(users, items[batch["positives"]]),
+                        self.pair_score(users, items[batch["negatives"]]))
+
+
+class NeuMF(PairwiseRecommender):
+    """GMF and an MLP over [user ; item], joined by one prediction layer (He et al., 2017).
+
+    The user vector is [GMF half ; MLP half], so the fusion layer mixes rationales into both.
+    """
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, dropout: float = 0.1, **_):
+        super().__init__(n_users, n_items, dim, rationales)
+        self.users = nn.Embedding(n_users, 2 * dim)
+        nn.init.normal_(self.users.weight, std=0.1)
+        self.items = ItemInput(n_items, 2 * dim, item_text)
+        self.user_layer, self.item_layer = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim // 2), nn.ReLU())
+        self.predict = nn.Linear(dim + dim // 2, 1)
+
+    @property
+    def user_dim(self) -> int:
+        return 2 * self.dim
+
+    def encode(self, batch):
+        return self.users(batch["users"]), self.items()
+
+    def _predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores for broadcastable user and item vector shapes; the MLP's first layer is split per side."""
+        d = self.dim
+        gmf = users[..., :d] * items[..., :d]
+        mlp = self.mlp(self.user_layer(users[..., d:]) + self.item_layer(items[..., d:]))
+        return self.predict(torch.cat([gmf.expand(*mlp.shape[:-1], d), mlp], dim=-1)).squeeze(-1)
+
+    def pair_score(self, users, items):
+        return self._predict(users, items)
+
+    def match(self, users, items, chunk: int = 2048):
+        return torch.cat([self._predict(users[:, None], items[None, start: start + chunk])
+                          for start in range(0, len(items), chunk)], dim=1)
+
+
+class _GraphRecommender(PairwiseRecommender):
+    """Shared by NGCF and LightGCN: layer-0 embeddings of users and items, and the normalised adjacency."""
+
+    def __init__(self, n_users, n_items, dim, rationales, item_text, adjacency: torch.Tensor, layers: int):
+        self.layers = layers
+        super().__init__(n_users, n_items, dim, rationales)
+        self.users = nn.Embedding(n_users, dim)
+        nn.init.normal_(self.users.weight, std=0.1)
+        self.items = ItemInput(n_items, dim, item_text)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+
+    def propagate(self, layer0: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, batch):
+        every = self.propagate(torch.cat([self.users.weight, self.items()]))
+        return every[batch["users"]], every[self.n_users:]
+
+
+class LightGCN(_GraphRecommender):
+    """Mean of the layer-0 embeddings and their 1..L-hop smoothings, no weights or activations (He et al., 2020)."""
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 2, **_):
+        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers)
+
+    def propagate(self, layer0):
+        outputs, current = [layer0], layer0
+        for _ in range(self.layers):
+            current = self.adjacency @ current
+            outputs.append(current)
+        return torch.stack(outputs).mean(0)
+
+
+class NGCF(_GraphRecommender):
+    """Per layer: LeakyReLU(W1 (L + I) E + W2 (L E ⊙ E)), dropout, L2-normalised; layers concatenated (Wang et al., 2019)."""
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 2,
+                 dropout: float = 0.1, **_):
+        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers)
+        self.sum_layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.product_layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def user_dim(self) -> int:
+        return self.dim * (self.layers + 1)
+
+    def propagate(self, layer0):
+        outputs, current = [layer0], layer0
+        for summed, product in zip(self.sum_layers, self.product_layers):
+            neighbours = self.adjacency @ current
+            current = nn.functional.leaky_relu(summed(neighbours + current) + product(neighbours * current), 0.2)
+            current = nn.functional.normalize(self.dropout(current), dim=1)
+            outputs.append(current)
+        return torch.cat(outputs, dim=1)

@@ -1,0 +1,107 @@
+"""Sequential backbones trained with cross-entropy over every item: GRU4Rec, SASRec and DuoRec.
+
+Sequences are right-padded with 0 (items are numbered from 1 inside these models) and
+capped at the most recent ``max_len`` items; the representation is the output at the last
+real position.  The RELAND fusion mixes the rationale into that sequence representation.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.recommenders.base import ItemInput, Recommender
+
+
+class SequentialRecommender(Recommender):
+    family = "seq"
+
+    def __init__(self, n_users, n_items, dim, rationales, item_text, max_len: int, dropout: float):
+        super().__init__(n_users, n_items, dim, rationales)
+        self.max_len = max_len
+        self.items = ItemInput(n_items, dim, item_text, padding=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def sequence_outputs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(batch × length × dim) outputs, position t seeing positions ≤ t only."""
+        raise NotImplementedError
+
+    def represent(self, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        outputs = self.sequence_outputs(sequences)
+        return outputs[torch.arange(len(lengths), device=lengths.device), lengths - 1]
+
+    def encode(self, batch):
+        return self.represent(batch["sequences"], batch["lengths"]), self.items()
+
+    def loss(self, batch):
+        return nn.functional.cross_entropy(self.score(batch), batch["targets"])
+
+
+class GRU4Rec(SequentialRecommender):
+    """Embedding dropout, one GRU layer, a dense projection (Hidasi et al., 2016, RecBole's variant)."""
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, max_len: int = 50,
+                 dropout: float = 0.3, **_):
+        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout)
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        self.dense = nn.Linear(dim, dim)
+
+    def sequence_outputs(self, sequences):
+        outputs, _ = self.gru(self.dropout(self.items(sequences)))
+        return self.dense(outputs)
+
+
+class SASRec(SequentialRecommender):
+    """Causal self-attention over item + position embeddings (Kang & McAuley, 2018; RecBole defaults)."""
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, max_len: int = 50,
+                 dropout: float = 0.5, layers: int = 2, heads: int = 2, **_):
+        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout)
+        self.positions = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        self.norm = nn.LayerNorm(dim, eps=1e-12)
+        block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(max_len), persistent=False)
+
+    def sequence_outputs(self, sequences):
+        length = sequences.shape[1]
+        positions = self.positions(torch.arange(length, device=sequences.device))
+        hidden = self.dropout(self.norm(self.items(sequences) + positions))
+        # Right padding: a real position never attends to the padded ones after it.
+        return self.blocks(hidden, mask=self.causal[:length, :length], is_causal=True)
+
+
+class DuoRec(SASRec):
+    """SASRec plus supervised contrastive regularisation (Qiu et al., 2022, RecBole's ``us_x``).
+
+    The positive of a training sequence is another training sequence with the same next item
+    (``batch["same_target"]``), encoded with its own dropout; the other rows of the batch are
+    the negatives (InfoNCE, dot-product similarity).
+    """
+
+    def __init__(self, *args, contrast_weight: float = 0.1, temperature: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.contrast_weight, self.temperature = contrast_weight, temperature
+
+    def loss(self, batch):
+        users, items = self.users_and_items(batch)
+        loss = nn.functional.cross_entropy(self.match(users, items), batch["targets"])
+        if "same_target" not in batch or self.contrast_weight == 0:
+            return loss
+        positive = {"users": batch["same_target_users"], "sequences": batch["same_target"],
+                    "lengths": batch["same_target_lengths"]}
+        views, _ = self.users_and_items(positive)
+        return loss + self.contrast_weight * info_nce(users, views, batch["targets"], self.temperature)
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over the 2B views of a batch; pairs sharing a target are not used as negatives."""
+    views = torch.cat([anchors, positives])
+    labels = torch.cat([targets, targets])
+    logits = views @ views.T / temperature
+    same = labels[:, None] == labels[None, :]
+    n = len(anchors)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(views.device)
+    logits = logits.masked_fill(same, float("-inf"))
+    logits[torch.arange(2 * n), partner] = (views * views[partner]).sum(1) / temperature
+    return nn.functional.cross_entropy(logits, partner)
