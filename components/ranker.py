@@ -90,14 +90,12 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
     cfg = config.ranker
     model.train()
     losses = []
-    total = -(-len(data.train_rows) // cfg.batch_size)
+    total = -(-len(data.train_rows) // data.units_per_batch(cfg.batch_size))
     batches = data.training_batches(cfg.batch_size, rng, cfg.max_batches)
     for batch in tqdm(batches, total=min(total, cfg.max_batches or total), desc="train", leave=False,
                       disable=not progress):
         if partners is not None:  # DuoRec: a positive view with the same next item
-            same = data.seq_batch(partners[batch["rows"].numpy()])
-            batch.update(same_target=same["sequences"], same_target_lengths=same["lengths"],
-                         same_target_users=same["users"])
+            batch["partner"] = data.window_batch(partners[batch["rows"].numpy()])
         loss = model.loss(batch)
         optimiser.zero_grad()
         loss.backward()

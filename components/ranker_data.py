@@ -4,8 +4,12 @@
   uniformly sampled negatives; evaluation excludes the items a user already has (training
   items for validation, training and validation items for test).
 * ``seq`` backbones use leave-one-out (``seq_split``): every training interaction after a
-  user's first is a (previous items → next item) sample; validation and test predict the
-  held-out item from everything before it.  As in RecBole, known items are not masked.
+  user's first is a (previous items → next item) target.  A user's training sequence is cut
+  into windows of ``max_len`` inputs and the loss is taken at every position: with causal
+  attention a position sees exactly its prefix, so this equals RecBole's one-sample-per-prefix
+  augmentation (contexts of up to ``max_len`` items) at a fraction of the cost.  Validation
+  and test predict the held-out item from everything before it; as in RecBole, known items
+  are not masked.
 
 Rationale and item-text features come through Feast's historical retrieval (point in time),
 as a production ranker's training set would.
@@ -51,9 +55,20 @@ class RankerData:
         counts = np.bincount(self.users, minlength=self.n_users)
         self.user_start = np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
         train = self.split == TRAIN
-        self.train_rows = np.flatnonzero(train & (np.arange(len(self.users)) > self.user_start)) if family == "seq" \
-            else np.flatnonzero(train)
         self._train_keys = np.sort(self.users[train] * self.n_items + self.items[train])
+        if family == "seq":  # training units are windows: (first row, number of inputs)
+            self.train_rows, self.window_lengths = self._windows(np.flatnonzero(train))
+        else:
+            self.train_rows = np.flatnonzero(train)
+
+    def _windows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cut each user's (contiguous) training rows into windows of up to ``max_len`` inputs."""
+        users = self.users[rows]
+        first = np.r_[True, users[1:] != users[:-1]]
+        position = np.arange(len(rows)) - np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))
+        count = np.bincount(users, minlength=self.n_users)[users]
+        start = (position % self.max_len == 0) & (position + 1 < count)
+        return rows[start], np.minimum(self.max_len, count - 1 - position)[start]
 
     def sets(self, rows: np.ndarray) -> UserItemSets:
         return UserItemSets(self.users[rows], self.items[rows], self.n_users)
@@ -72,21 +87,31 @@ class RankerData:
         return self.eval_set(TEST)
 
     def prefixes(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded sequences (items numbered from 1) of the up to ``max_len`` items before each row."""
+        """Right-padded sequences (items numbered from 1) of the up to ``max_len`` items before each row.
+
+        Columns stop at the longest prefix: shorter batches cost less, and outputs do not change.
+        """
         lengths = np.minimum(rows - self.user_start[rows], self.max_len)
-        offsets = np.arange(self.max_len)
+        offsets = np.arange(max(int(lengths.max()), 1))  # no column of padding only
         source = rows[:, None] - lengths[:, None] + offsets[None, :]
         valid = offsets[None, :] < lengths[:, None]
         sequences = np.where(valid, self.items[np.where(valid, source, 0)] + 1, 0)
         return torch.from_numpy(sequences), torch.from_numpy(np.maximum(lengths, 1))
 
+    def units_per_batch(self, batch_size: int) -> int:
+        """Training units per batch: ``batch_size`` targets, i.e. pairs (cf) or windows holding that many (seq)."""
+        if self.family == "cf":
+            return batch_size
+        return max(1, round(batch_size * len(self.train_rows) / max(int(self.window_lengths.sum()), 1)))
+
     def training_batches(self, batch_size: int, rng: np.random.Generator, max_batches: int | None = None):
-        """Shuffled training batches (dicts of tensors) for one epoch."""
+        """Shuffled training batches (dicts of tensors) for one epoch, about ``batch_size`` targets each."""
+        batch_size = self.units_per_batch(batch_size)
         order = rng.permutation(self.train_rows)
         n_batches = -(-len(order) // batch_size)
         for index in range(min(n_batches, max_batches or n_batches)):
             rows = order[index * batch_size: (index + 1) * batch_size]
-            yield self.cf_batch(rows, rng) if self.family == "cf" else self.seq_batch(rows)
+            yield self.cf_batch(rows, rng) if self.family == "cf" else self.window_batch(rows)
 
     def cf_batch(self, rows: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         users = self.users[rows]
@@ -101,21 +126,33 @@ class RankerData:
         return {"users": torch.from_numpy(self.users[rows]), "sequences": sequences, "lengths": lengths,
                 "targets": torch.from_numpy(self.items[rows]), "rows": torch.from_numpy(rows)}
 
+    def window_batch(self, starts: np.ndarray) -> dict[str, torch.Tensor]:
+        """Windows from ``starts``: inputs (from 1, right-padded), next-item targets per position (-100: none)."""
+        lengths = self.window_lengths[np.searchsorted(self.train_rows, starts)]
+        offsets = np.arange(int(lengths.max()))  # no column of padding only
+        valid = offsets[None, :] < lengths[:, None]
+        source = np.where(valid, starts[:, None] + offsets[None, :], 0)
+        targets = np.where(valid, self.items[np.where(valid, source + 1, 0)], -100)
+        return {"users": torch.from_numpy(self.users[starts]), "rows": torch.from_numpy(starts),
+                "sequences": torch.from_numpy(np.where(valid, self.items[source] + 1, 0)),
+                "lengths": torch.from_numpy(lengths), "window_targets": torch.from_numpy(targets),
+                "targets": torch.from_numpy(self.items[starts + lengths])}
+
     def _is_training_pair(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
         found = np.searchsorted(self._train_keys, keys)
         return self._train_keys[np.minimum(found, len(self._train_keys) - 1)] == keys
 
     def same_target_partners(self, rng: np.random.Generator) -> np.ndarray:
-        """For each training row, another training row with the same next item (itself when it is alone)."""
+        """For each training window (by first row), another whose last target is the same (itself when alone)."""
         rows = self.train_rows
-        order = rows[np.argsort(self.items[rows], kind="stable")]
-        targets = self.items[order]
+        last = self.items[rows + self.window_lengths]
+        order = np.argsort(last, kind="stable")
+        targets = last[order]
         starts = np.searchsorted(targets, targets, side="left")
         ends = np.searchsorted(targets, targets, side="right")
-        partner_sorted = order[starts + (rng.random(len(order)) * (ends - starts)).astype(np.int64)]
         partners = np.empty(self.n_rows, np.int64)
-        partners[order] = partner_sorted
+        partners[rows[order]] = rows[order][starts + (rng.random(len(order)) * (ends - starts)).astype(np.int64)]
         return partners
 
     @property
@@ -136,10 +173,11 @@ def historical_features(workspace: Workspace, features: FeaturesConfig, referenc
     entity = pd.DataFrame({key: keys.astype(str).to_numpy(), "event_timestamp": as_of})
     entity["_row"] = np.arange(len(entity))
     frame = feature_store(workspace, features).get_historical_features(entity_df=entity, features=[reference]).to_df()
-    frame = frame.sort_values("_row")
-    missing = frame[field].isna().to_numpy()
+    # The file offline store drops entity rows it has no feature row for: reindex to find them.
+    values = frame.set_index("_row")[field].reindex(np.arange(len(entity)))
+    missing = values.isna().to_numpy()
     if missing.any():
-        raise ValueError(f"feature view '{view}': {int(missing.sum()):,} of {len(frame):,} {key}s have no "
-                         f"'{field}' at their timestamp (first: {frame[key].iloc[int(np.argmax(missing))]}); "
+        raise ValueError(f"feature view '{view}': {int(missing.sum()):,} of {len(entity):,} {key}s have no "
+                         f"'{field}' at their timestamp (first: {entity[key].iloc[int(np.argmax(missing))]}); "
                          "materialised after the training time, or older than the view's TTL?")
-    return np.stack(frame[field].to_numpy()).astype(np.float32)
+    return np.stack(values.to_numpy()).astype(np.float32)

@@ -14,7 +14,7 @@ from components.rationales import generate_rationales
 from components.retrieval import TABLE, retrieve_rationales
 from components.seeds import sample_seeds
 from components.workspace import Workspace
-from models.llm import OpenAIBackend
+from models.llm import LLMBackend, OpenAIBackend
 from models.llm.openai_http import LLMServerError
 from openai_server import FakeOpenAI
 
@@ -129,3 +129,35 @@ def test_real_local_model_writes_parseable_rationales(seeded, variant):
     assert all(a.completion_tokens > 0 and a.prompt_tokens > 50 for a in answers)
     assert all(a.text.startswith("Step 1 - Preferences: The customer likes") for a in answers)
     assert sum(parse_rationale(a.text) is not None for a in answers) >= 1
+
+
+class _NoCalls(LLMBackend):
+    name = "must-not-be-called"
+
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None):
+        raise AssertionError(f"{len(conversations)} prompts reached the LLM after the batch import")
+
+
+def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, tmp_path):
+    """export-batch -> the GPU-box worker (real SmolLM2, here on CPU) -> import-batch -> zero calls."""
+    import os
+
+    from components.rationales import export_batch, import_batch
+    from models.llm import LocalBackend
+    from models.llm.batch import run_batch
+
+    ws = Workspace(tmp_path / "two-seeds")
+    ws.root.mkdir()
+    for part in ("data", "encoder"):
+        os.symlink(seeded.root / part, ws.root / part)
+    pd.read_parquet(seeded.path("pool", "seeds.parquet")).head(2).to_parquet(ws.path("pool", "seeds.parquet"))
+    cfg = load_config(overrides={"synthetic": {"users": 300, "clusters": 4}, "llm": {"max_new_tokens": 48}})
+    requests, results = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    assert export_batch(cfg, ws, requests)["requests"] == 4, "two prompts and their stricter re-asks"
+    backend = LocalBackend(batch_size=4, stop_after_lines=2)
+    assert run_batch(requests, results, backend) == 4
+    assert run_batch(requests, results, backend) == 0, "a rerun skips answered requests"
+    assert import_batch(ws, requests, results) == {"imported": 4, "failed": 0, "unknown": 0, "requests": 4}
+    assert export_batch(cfg, ws, requests)["requests"] == 0
+    summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
+    assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2

@@ -89,9 +89,11 @@ class Recommender(nn.Module, ABC):
     def users_and_items(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """User vectors after the RELAND fusion (when the variant has it), and every item's vector."""
         users, items = self.encode(batch)
-        if self.fusion is not None:
-            users, _ = self.fusion(batch["users"], users, batch.get("rationales"))
-        return users, items
+        return self.fuse(batch["users"], users, batch.get("rationales")), items
+
+    def fuse(self, users: torch.Tensor, vectors: torch.Tensor, rationales: torch.Tensor | None = None) -> torch.Tensor:
+        """``vectors`` of ``users`` after the RELAND fusion (unchanged for variants without it)."""
+        return vectors if self.fusion is None else self.fusion(users, vectors, rationales)[0]
 
     def match(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of every (user, item) pair: a dot product unless the backbone learns the matching."""

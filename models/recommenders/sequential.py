@@ -3,6 +3,7 @@
 Sequences are right-padded with 0 (items are numbered from 1 inside these models) and
 capped at the most recent ``max_len`` items; the representation is the output at the last
 real position.  The RELAND fusion mixes the rationale into that sequence representation.
+Training batches are windows whose every position predicts the next item (``window_targets``).
 """
 from __future__ import annotations
 
@@ -32,8 +33,18 @@ class SequentialRecommender(Recommender):
     def encode(self, batch):
         return self.represent(batch["sequences"], batch["lengths"]), self.items()
 
+    def window_outputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused vectors and targets of every real position of the windows, and each window's last vector."""
+        outputs = self.sequence_outputs(batch["sequences"])
+        users = batch["users"][:, None].expand(outputs.shape[:2])
+        real = batch["window_targets"] >= 0
+        last = outputs[torch.arange(len(outputs)), batch["lengths"] - 1]
+        return (self.fuse(users[real], outputs[real]), batch["window_targets"][real],
+                self.fuse(batch["users"], last))
+
     def loss(self, batch):
-        return nn.functional.cross_entropy(self.score(batch), batch["targets"])
+        vectors, targets, _ = self.window_outputs(batch)
+        return nn.functional.cross_entropy(self.match(vectors, self.items()), targets)
 
 
 class GRU4Rec(SequentialRecommender):
@@ -74,9 +85,9 @@ class SASRec(SequentialRecommender):
 class DuoRec(SASRec):
     """SASRec plus supervised contrastive regularisation (Qiu et al., 2022, RecBole's ``us_x``).
 
-    The positive of a training sequence is another training sequence with the same next item
-    (``batch["same_target"]``), encoded with its own dropout; the other rows of the batch are
-    the negatives (InfoNCE, dot-product similarity).
+    The positive of a training window is another window with the same last next item
+    (``batch["partner"]``), encoded with its own dropout; the other rows of the batch are the
+    negatives (InfoNCE over the windows' last representations, dot-product similarity).
     """
 
     def __init__(self, *args, contrast_weight: float = 0.1, temperature: float = 1.0, **kwargs):
@@ -84,14 +95,12 @@ class DuoRec(SASRec):
         self.contrast_weight, self.temperature = contrast_weight, temperature
 
     def loss(self, batch):
-        users, items = self.users_and_items(batch)
-        loss = nn.functional.cross_entropy(self.match(users, items), batch["targets"])
-        if "same_target" not in batch or self.contrast_weight == 0:
+        vectors, targets, last = self.window_outputs(batch)
+        loss = nn.functional.cross_entropy(self.match(vectors, self.items()), targets)
+        if "partner" not in batch or self.contrast_weight == 0:
             return loss
-        positive = {"users": batch["same_target_users"], "sequences": batch["same_target"],
-                    "lengths": batch["same_target_lengths"]}
-        views, _ = self.users_and_items(positive)
-        return loss + self.contrast_weight * info_nce(users, views, batch["targets"], self.temperature)
+        _, _, views = self.window_outputs(batch["partner"])
+        return loss + self.contrast_weight * info_nce(last, views, batch["targets"], self.temperature)
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,0 +1,166 @@
+"""Downstream rankers: the fusion layer, every backbone, splits, point-in-time features, MLflow tracking."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from components.config import load_config
+from components.data.prepare import prepare_data
+from components.data.tables import TEST, TRAIN, VALID, PreparedDataset, vector_array
+from components.experiments import table2
+from components.features import apply_features
+from components.ranker import train_ranker
+from components.ranker_data import RankerData, historical_features
+from components.retrieval import TABLE, output_schema
+from components.workspace import Workspace
+from models.recommenders import BACKBONES, RationaleFusion, build_recommender, serving_rows
+
+
+def config(**ranker):
+    return load_config(overrides={"synthetic": {"users": 150, "clusters": 3},
+                                  "ranker": {"dim": 16, "epochs": 1, "batch_size": 256, **ranker}})
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(rows, 384)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_features(ws: Workspace, when: pd.Timestamp, seed: int = 0) -> None:
+    """Rationale and item-text tables as retrieval and the text encoder write them (values generated here)."""
+    data = PreparedDataset(ws.root / "data")
+    users, items = data.users(), data.items()
+    stamp = pa.array(np.full(len(users), when.value // 1000), pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.Table.from_arrays([
+        pa.array(users["user_id"].astype(str)), pa.array(users["user_idx"]), vector_array(unit(len(users), seed)),
+        pa.array(["seed"] * len(users)), pa.array(np.ones(len(users), np.float32)), pa.array(np.ones(len(users))),
+        stamp], schema=output_schema(384)), ws.path("features", TABLE))
+    pq.write_table(pa.Table.from_arrays([
+        pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"]), vector_array(unit(len(items), seed + 1)),
+        pa.array(np.full(len(items), when.value // 1000), pa.timestamp("us", tz="UTC"))],
+        names=["item_id", "item_idx", "text_embedding", "event_timestamp"]), ws.path("features", "item_text_embedding.parquet"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("rankers"))
+    prepare_data(config(), ws, progress=False)
+    write_features(ws, pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1))
+    apply_features(config(), ws)
+    return ws
+
+
+def test_fusion_shapes_and_attention_weights_sum_to_one():
+    fusion = RationaleFusion(torch.randn(10, 384), dim=32)
+    users = torch.tensor([0, 3, 9])
+    e_u = torch.randn(3, 32)
+    fused, weights = fusion(users, e_u)
+    assert fused.shape == (3, 32) and weights.shape == (3, 2)
+    assert torch.allclose(weights.sum(1), torch.ones(3))
+    z_u = fusion.to_user(fusion.rationales[users])
+    assert torch.allclose(fused, weights[:, :1] * e_u + weights[:, 1:] * z_u, atol=1e-6)
+    served, _ = fusion(users, e_u, rationales=fusion.rationales[users])  # serving passes Feast's rows
+    assert torch.allclose(served, fused)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_each_backbone_trains_one_epoch_with_rationale_fusion(workspace, backbone):
+    result = train_ranker(config(backbone=backbone, variant="reland"), workspace, progress=False)
+    assert result["epochs"] == 1 and 0 <= result["test_ndcg@10"] <= result["test_hit@10"] <= 1
+    assert (workspace.root / "ranker" / f"{backbone}-reland" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("variant", ["id", "item_text", "rationale_only"])
+def test_every_variant_trains(workspace, variant):
+    assert train_ranker(config(backbone="lightgcn", variant=variant), workspace, progress=False)["test_users"] > 0
+
+
+def test_serving_rows_score_like_training_batches(workspace):
+    data = RankerData(PreparedDataset(workspace.root / "data"), "seq", max_len=6)
+    model = build_recommender("sasrec", data.n_users, data.n_items, 16, rationales=torch.randn(data.n_users, 384),
+                              max_len=6).eval()
+    batch = data.seq_batch(data.test.rows[:4])
+    rows = serving_rows(batch["users"], batch["sequences"], model.fusion.rationales[batch["users"]])
+    assert torch.allclose(model(rows), model.score(batch), atol=1e-5)
+
+
+def test_splits_exclusions_and_sequence_prefixes(workspace):
+    prepared = PreparedDataset(workspace.root / "data")
+    table = prepared.interactions()
+    cf = RankerData(prepared, "cf")
+    user = int(cf.test.users[0])
+    mine = table[table["user_idx"] == user]
+    excluded = set(cf.test.exclude.indices[cf.test.exclude.indptr[user]: cf.test.exclude.indptr[user + 1]].tolist())
+    assert excluded == set(mine.loc[mine["cf_split"].isin([TRAIN, VALID]), "item_idx"]), "test ranks without known items"
+    excluded = set(cf.valid.exclude.indices[cf.valid.exclude.indptr[user]: cf.valid.exclude.indptr[user + 1]].tolist())
+    assert excluded == set(mine.loc[mine["cf_split"] == TRAIN, "item_idx"])
+    seq = RankerData(prepared, "seq", max_len=3)
+    assert len(seq.test.exclude.indices) == 0, "sequential models rank every item, as RecBole does"
+    row = int(seq.test.rows[0])
+    user_rows = np.flatnonzero(seq.users == seq.users[row])
+    sequences, lengths = seq.prefixes(np.array([row]))
+    expected = seq.items[user_rows[user_rows < row]][-3:] + 1
+    assert lengths.tolist() == [len(expected)] and sequences[0, :len(expected)].tolist() == expected.tolist()
+    assert seq.split[row] == TEST and not (set(seq.train_rows) & set(seq.test.rows))
+
+
+def test_windows_cover_every_training_target_once(workspace):
+    seq = RankerData(PreparedDataset(workspace.root / "data"), "seq", max_len=4)
+    batch = seq.window_batch(seq.train_rows)
+    real = batch["window_targets"] >= 0
+    train = np.flatnonzero(seq.split == TRAIN)
+    later = train[train > seq.user_start[train]]  # every training row after a user's first is a target once
+    assert sorted(batch["window_targets"][real].tolist()) == sorted(seq.items[later].tolist())
+    assert real.sum() == len(later) and (batch["sequences"][real] > 0).all()
+    assert torch.equal(batch["sequences"][:, 1:][real[:, 1:]] - 1, batch["window_targets"][:, :-1][real[:, 1:]]), \
+        "each position's target is the next position's input"
+    partners = seq.same_target_partners(np.random.default_rng(0))
+    mine = seq.window_batch(seq.train_rows)["targets"]
+    assert torch.equal(seq.window_batch(partners[seq.train_rows])["targets"], mine), "DuoRec positives share the target"
+
+
+def test_training_features_are_point_in_time(tmp_path):
+    ws = Workspace(tmp_path)
+    prepare_data(config(), ws, progress=False)
+    day1 = pd.Timestamp("2026-11-01", tz="UTC")
+    write_features(ws, day1, seed=1)
+    first = pq.read_table(ws.path("features", TABLE))
+    write_features(ws, day1 + pd.Timedelta(days=1), seed=2)
+    pq.write_table(pa.concat_tables([first, pq.read_table(ws.path("features", TABLE))]), ws.path("features", TABLE))
+    apply_features(config(), ws)
+    users = PreparedDataset(ws.root / "data").users().sort_values("user_idx")["user_id"]
+    cfg = config().features
+    reference = "user_rationale_embedding:rationale_embedding"
+    got = historical_features(ws, cfg, reference, users, day1 + pd.Timedelta(hours=12))
+    assert np.allclose(got, unit(len(users), 1), atol=1e-6), "a training row never sees later features"
+    got = historical_features(ws, cfg, reference, users, day1 + pd.Timedelta(days=1, hours=1))
+    assert np.allclose(got, unit(len(users), 2), atol=1e-6)
+    with pytest.raises(ValueError, match="user_rationale_embedding.*no 'rationale_embedding'"):
+        historical_features(ws, cfg, reference, users, day1 - timedelta(hours=1))
+
+
+def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
+    import mlflow
+
+    frame = table2(config(), workspace, backbones=("lightgcn", "gru4rec"), progress=False)
+    assert len(frame) == 6 and {"p_ndcg@10_vs_id", "lift_ndcg@10_vs_id"} <= set(frame.columns)
+    assert (workspace.root / "ranker" / "table2-synthetic.md").exists()
+    experiment = mlflow.get_experiment_by_name("table2-synthetic")
+    runs = mlflow.search_runs([experiment.experiment_id])
+    trained = runs[runs["params.ranker.backbone"].notna()]
+    assert len(trained) == 6 and trained["metrics.test_ndcg_at_10"].notna().all()
+    assert (trained["params.data_hash"].str.len() == 16).all()
+    history = mlflow.MlflowClient().get_metric_history(trained["run_id"].iloc[0], "valid_ndcg_at_10")
+    assert [m.step for m in history] == [0]
+    model = mlflow.pyfunc.load_model("models:/reland-ranker-synthetic/latest")
+    inputs = model.metadata.get_input_schema().input_types()
+    assert len(inputs) == 1
+    width = model.metadata.get_input_schema().inputs[0].shape[1]
+    scores = model.predict(np.zeros((2, width), np.float32))
+    assert scores.shape == (2, PreparedDataset(workspace.root / "data").n_items)
