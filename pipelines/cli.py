@@ -473,3 +473,7 @@ def main() -> None:
     except (InputError, ValueError, FileNotFoundError, ValidationFailed) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

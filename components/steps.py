@@ -1,0 +1,188 @@
+"""Every pipeline step by name, with what it reads and writes: the unit the CLI, Kubeflow and the main job run.
+
+:func:`run_step` makes steps idempotent and resumable.  A step's *fingerprint* hashes the
+configuration sections it reads and the result ids of the steps it depends on; a result id
+hashes the step's output files (sizes and modification times, cheap at any scale).  Both are
+recorded in ``workspace/steps/<name>.json`` when the step succeeds.  A step is skipped when
+its fingerprint matches the record and its outputs are unchanged, so re-running a pipeline
+after a failure redoes only what is missing or stale; rationale generation additionally
+never re-pays an LLM call (its response cache survives any crash).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from components.config import Config
+from components.workspace import Workspace, read_json, write_json
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Config, Workspace, bool], object]
+    reads: tuple[str, ...]  # configuration sections (dotted paths) that change the result
+    after: tuple[str, ...]  # upstream steps whose results it reads
+    writes: tuple[str, ...]  # workspace files it produces
+
+
+def _prepare(config, workspace, progress):
+    from components.data.prepare import prepare_data
+
+    return prepare_data(config, workspace, progress).stats
+
+
+def _validate_interactions(config, workspace, progress):
+    from components.checks import validate_interactions
+
+    return validate_interactions(config, workspace)
+
+
+def _train_encoder(config, workspace, progress):
+    from components.behaviour import train_behaviour_encoder
+
+    return train_behaviour_encoder(config, workspace, progress)
+
+
+def _embed_users(config, workspace, progress):
+    from components.behaviour import embed_users
+
+    return embed_users(config, workspace, progress)
+
+
+def _validate_behaviour(config, workspace, progress):
+    from components.checks import validate_behaviour_vectors
+
+    return validate_behaviour_vectors(config, workspace)
+
+
+def _sample_seeds(config, workspace, progress):
+    from components.seeds import sample_seeds
+
+    return sample_seeds(config, workspace)
+
+
+def _rationales(config, workspace, progress):
+    from components.rationales import generate_rationales
+
+    return generate_rationales(config, workspace, progress=progress)
+
+
+def _pool(config, workspace, progress):
+    from components.pool import build_pool
+
+    return build_pool(config, workspace, progress)
+
+
+def _retrieve(config, workspace, progress):
+    from components.retrieval import retrieve_rationales
+
+    return retrieve_rationales(config, workspace, progress)
+
+
+def _item_text(config, workspace, progress):
+    from components.behaviour import write_item_text_features
+
+    return write_item_text_features(config, workspace, progress)
+
+
+def _apply(config, workspace, progress):
+    from components.features import apply_features
+
+    return apply_features(config, workspace)
+
+
+def _materialise(config, workspace, progress):
+    from components.features import materialise_features
+
+    return materialise_features(config, workspace)
+
+
+def _ranker(config, workspace, progress):
+    from components.experiments import tracked_ranker
+    from components.tracking import use_experiment
+
+    use_experiment(workspace, f"rankers-{config.name}")
+    return tracked_ranker(config, workspace, progress)
+
+
+STEPS: dict[str, Step] = {step.name: step for step in [
+    Step("prepare_data", _prepare, ("name", "data", "synthetic"), (), ("data/interactions.parquet",)),
+    Step("validate_interactions", _validate_interactions, (), ("prepare_data",), ()),
+    Step("train_encoder", _train_encoder, ("seed", "encoder"), ("prepare_data",), ("encoder/checkpoint.pt",)),
+    Step("embed_users", _embed_users, ("encoder",), ("train_encoder",), ("encoder/user_vectors.parquet",)),
+    Step("validate_behaviour", _validate_behaviour, (), ("embed_users",), ()),
+    Step("sample_seeds", _sample_seeds, ("seed", "seeds"), ("embed_users",), ("pool/seeds.parquet",)),
+    Step("generate_rationales", _rationales, ("llm", "data.domain"), ("sample_seeds",), ("pool/rationales.parquet",)),
+    Step("build_pool", _pool, ("pool",), ("generate_rationales",), ("pool/current.json",)),
+    Step("retrieve_rationales", _retrieve, ("pool",), ("build_pool", "embed_users"),
+         ("features/user_rationale_embedding.parquet",)),
+    Step("embed_item_text", _item_text, ("pool.text_encoder_path",), ("prepare_data",),
+         ("features/item_text_embedding.parquet",)),
+    Step("apply_features", _apply, ("features",), ("retrieve_rationales", "embed_item_text"), ("features/registry.db",)),
+    Step("materialise_features", _materialise, ("features",), ("apply_features",), ()),
+    Step("train_ranker", _ranker, ("seed", "ranker", "data.max_seq_len"), ("apply_features",), ()),
+]}
+
+
+def _section(config: Config, dotted: str) -> object:
+    value: object = config.model_dump(mode="json")
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _record_path(workspace: Workspace, name: str):
+    return workspace.root / "steps" / f"{name}.json"
+
+
+def _record(workspace: Workspace, name: str) -> dict | None:
+    path = _record_path(workspace, name)
+    return read_json(path) if path.exists() else None
+
+
+def result_id(workspace: Workspace, step: Step) -> str | None:
+    """Hash of the step's outputs as they are on disk (None when one is missing)."""
+    parts = []
+    for relative in step.writes:
+        path = workspace.root / relative
+        if not path.exists():
+            return None
+        stat = path.stat()
+        parts.append((relative, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
+    """What the step's result depends on: its configuration sections and its inputs' result ids."""
+    upstream = {}
+    for name in step.after:
+        record = _record(workspace, name)
+        upstream[name] = record["result_id"] if record else None
+    payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_current(config: Config, workspace: Workspace, name: str) -> bool:
+    step, record = STEPS[name], _record(workspace, name)
+    return bool(record and record["fingerprint"] == fingerprint(config, workspace, step)
+                and record["result_id"] == (result_id(workspace, step) or "missing"))
+
+
+def run_step(config: Config, workspace: Workspace, name: str, progress: bool = True, force: bool = False) -> tuple[object, bool]:
+    """(the step's result, whether it ran); an up-to-date step returns its recorded result without running."""
+    if name not in STEPS:
+        raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+    step = STEPS[name]
+    if not force and is_current(config, workspace, name):
+        return _record(workspace, name)["result"], False
+    started = time.perf_counter()
+    result = step.run(config, workspace, progress)
+    write_json(_record_path(workspace, name), {
+        "step": name, "fingerprint": fingerprint(config, workspace, step),
+        "result_id": result_id(workspace, step) or "missing", "seconds": round(time.perf_counter() - started, 2),
+        "finished_at": time.time(), "result": result})
+    return json.loads(json.dumps(result, default=str)), True

@@ -1,0 +1,75 @@
+"""The main job: killed during rationale generation, it resumes and finishes without repeating an LLM call."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from openai_server import FakeOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, url: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "synthetic": {"users": 400, "clusters": 4},
+        "encoder": {"dim": 16, "heads": 2, "epochs": 1, "batch_size": 512, "inference_batch": 256},
+        "seeds": {"budget": 0.25},
+        "llm": {"backend": "openai", "base_url": url, "model": "test-model", "batch_size": 1, "concurrency": 1,
+                "timeout_s": 5}}))
+    return path
+
+
+def reland(workspace: Path, config: Path) -> subprocess.Popen:
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config", str(config),
+                             "run"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def identity(messages: list[dict]) -> tuple[str, str]:
+    """A prompt as the server sees it (the local-model prefill is not sent): system and user text."""
+    text = {m["role"]: m["content"] for m in messages if m["role"] != "assistant"}
+    return text["system"], text["user"]
+
+
+def cached_prompts(workspace: Path) -> set[tuple[str, str]]:
+    with sqlite3.connect(workspace / "pool" / "llm_cache.sqlite") as db:
+        return {identity(json.loads(row[0])) for row in db.execute("SELECT prompt FROM responses")}
+
+
+def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
+    workspace = tmp_path / "ws"
+    with FakeOpenAI() as server:
+        server.delay_s = 0.05
+        config = write_config(tmp_path / "config.yaml", server.url)
+        first = reland(workspace, config)
+        deadline = time.time() + 240
+        while len(server.requests) < 15 and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, f"the run ended before it could be killed:\n{first.stdout.read()}"
+        first.send_signal(signal.SIGKILL)  # no clean-up, no flush: a machine dying mid-generation
+        first.wait()
+        paid = cached_prompts(workspace)
+        assert len(paid) >= 10 and not (workspace / "pool" / "rationales.json").exists(), \
+            "the kill landed during rationale generation"
+        asked_before = len(server.requests)
+
+        second = reland(workspace, config)
+        output, _ = second.communicate(timeout=300)
+        assert second.returncode == 0, output
+        again = [identity(r["body"]["messages"]) for r in server.requests[asked_before:]]
+        assert not paid & set(again), "an answer already paid for was asked again"
+        assert len(again) == len(set(again))
+    for step in ("prepare data", "train encoder", "embed users", "sample seeds"):
+        assert f"-- {step}: up to date, skipped" in output, output
+    assert "Feast get_online_features(ranker" in output
+    summary = json.loads((workspace / "pool" / "rationales.json").read_text())
+    assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
+    assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)
