@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from components.config import Config
 from components.data.tables import vector_array, vectors_of
 from components.pool import PoolVersion, current_pool, load_pool
-from components.workspace import Workspace, atomic_path, write_json
+from components.workspace import Workspace, atomic_path, read_json, write_json
 
 TABLE = "user_rationale_embedding.parquet"
 
@@ -68,9 +69,26 @@ def output_schema(rationale_dim: int) -> pa.Schema:
                       ("event_timestamp", pa.timestamp("us", tz="UTC"))])
 
 
+def shard_path(workspace: Workspace, shard: int) -> Path:
+    return workspace.root / "features" / "shards" / f"part-{shard:05d}.parquet"
+
+
+def user_batches(source: pq.ParquetFile, block: int, shard: tuple[int, int] | None):
+    """The users' vectors in blocks: all row groups, or shard i of n (row groups i, i + n, …)."""
+    groups = range(source.num_row_groups) if shard is None else range(shard[0], source.num_row_groups, shard[1])
+    return source.iter_batches(batch_size=block, row_groups=list(groups), columns=["user_id", "user_idx", "vector"])
+
+
 def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = True,
-                        pool: PoolVersion | None = None) -> dict:
-    """Assign every user the rationale of its most similar seed user; stream the result to Parquet."""
+                        pool: PoolVersion | None = None, shard: tuple[int, int] | None = None) -> dict:
+    """Assign every user the rationale of its most similar seed user; stream the result to Parquet.
+
+    With ``shard=(i, n)`` only the i-th of n interleaved slices of the users is processed and
+    written to ``features/shards/part-<i>.parquet``: shards are independent tasks (Kubeflow
+    fans them out), joined by :func:`merge_shards`.
+    """
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard index {shard[0]} outside 0..{shard[1] - 1}")
     pool = pool or current_pool(workspace)
     seeds = load_pool(pool)
     seed_vectors = unit_rows(seeds["behaviour"]).astype(np.float32)
@@ -81,7 +99,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
     block = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
-    target = workspace.path("features", TABLE)
+    target = workspace.path("features", TABLE) if shard is None else shard_path(workspace, shard[0])
     # Floats neither dictionary-encode nor compress well: spend no time trying.  One writer thread
     # overlaps each block's write with the next block's matrix product (two blocks in memory at most).
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
@@ -89,7 +107,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             ThreadPoolExecutor(1) as writer, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
         pending, buffer = None, np.empty((block, len(seed_vectors)), np.float32)
-        for batch in source.iter_batches(batch_size=block, columns=["user_id", "user_idx", "vector"]):
+        for batch in user_batches(source, block, shard):
             index, similarity = nearest_seeds(vectors_of(batch.column("vector"), copy=False), seed_vectors, k, buffer)
             n = batch.num_rows
             table = pa.Table.from_arrays([
@@ -108,7 +126,34 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             pending.result()
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
-               "mean_similarity": round(similarity_sum / max(users, 1), 4), "seconds": round(seconds, 3),
-               "users_per_s": round(users / seconds), "table": str(target)}
+               "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
+               "seconds": round(seconds, 3), "users_per_s": round(users / seconds), "table": str(target)}
+    write_json(target.with_suffix(".json") if shard else workspace.path("features", "retrieval.json"), summary)
+    return summary
+
+
+def merge_shards(workspace: Workspace, shards: int) -> dict:
+    """Join the shards' tables into ``features/user_rationale_embedding.parquet`` (streamed, atomic)."""
+    parts = [shard_path(workspace, i) for i in range(shards)]
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"retrieval shards missing: {', '.join(missing)}")
+    summaries = [read_json(p.with_suffix(".json")) for p in parts]
+    versions = {s["pool_version"] for s in summaries}
+    if len(versions) != 1:
+        raise ValueError(f"retrieval shards come from different pool versions {sorted(versions)}; rerun them")
+    target = workspace.path("features", TABLE)
+    schema = pq.read_schema(parts[0])
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
+                                                      compression="none", write_statistics=False) as out:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches():
+                out.write_batch(batch)
+    users = sum(s["users"] for s in summaries)
+    summary = {**summaries[0], "users": users, "shards": shards, "table": str(target),
+               "similarity_sum": sum(s["similarity_sum"] for s in summaries),
+               "seconds": round(sum(s["seconds"] for s in summaries), 3)}
+    summary["mean_similarity"] = round(summary["similarity_sum"] / max(users, 1), 4)
+    summary["users_per_s"] = round(users / max(summary["seconds"], 1e-9))
     write_json(workspace.path("features", "retrieval.json"), summary)
     return summary

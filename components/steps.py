@@ -135,6 +135,11 @@ def _section(config: Config, dotted: str) -> object:
     return value
 
 
+def record_name(config: Config, name: str) -> str:
+    """The record's name: rankers keep one per backbone and variant, other steps one per workspace."""
+    return f"{name}-{config.ranker.backbone}-{config.ranker.variant}" if name == "train_ranker" else name
+
+
 def _record_path(workspace: Workspace, name: str):
     return workspace.root / "steps" / f"{name}.json"
 
@@ -142,6 +147,11 @@ def _record_path(workspace: Workspace, name: str):
 def _record(workspace: Workspace, name: str) -> dict | None:
     path = _record_path(workspace, name)
     return read_json(path) if path.exists() else None
+
+
+def step_record(config: Config, workspace: Workspace, name: str) -> dict | None:
+    """What the last successful run of ``name`` recorded (result, seconds, finished_at), if any."""
+    return _record(workspace, record_name(config, name))
 
 
 def result_id(workspace: Workspace, step: Step) -> str | None:
@@ -167,7 +177,7 @@ def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
 
 
 def is_current(config: Config, workspace: Workspace, name: str) -> bool:
-    step, record = STEPS[name], _record(workspace, name)
+    step, record = STEPS[name], step_record(config, workspace, name)
     return bool(record and record["fingerprint"] == fingerprint(config, workspace, step)
                 and record["result_id"] == (result_id(workspace, step) or "missing"))
 
@@ -178,11 +188,17 @@ def run_step(config: Config, workspace: Workspace, name: str, progress: bool = T
         raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
     step = STEPS[name]
     if not force and is_current(config, workspace, name):
-        return _record(workspace, name)["result"], False
+        return step_record(config, workspace, name)["result"], False
     started = time.perf_counter()
     result = step.run(config, workspace, progress)
-    write_json(_record_path(workspace, name), {
-        "step": name, "fingerprint": fingerprint(config, workspace, step),
-        "result_id": result_id(workspace, step) or "missing", "seconds": round(time.perf_counter() - started, 2),
-        "finished_at": time.time(), "result": result})
+    record_step(config, workspace, name, result, time.perf_counter() - started)
     return json.loads(json.dumps(result, default=str)), True
+
+
+def record_step(config: Config, workspace: Workspace, name: str, result: object, seconds: float) -> None:
+    """Note that ``name`` finished with ``result`` (also for work done outside :func:`run_step`, e.g. in shards)."""
+    step = STEPS[name]
+    write_json(_record_path(workspace, record_name(config, name)), {
+        "step": name, "fingerprint": fingerprint(config, workspace, step),
+        "result_id": result_id(workspace, step) or "missing", "seconds": round(seconds, 2),
+        "finished_at": time.time(), "result": result})

@@ -446,14 +446,19 @@ def experiments_ablations(obj: _Context, backbones, epochs) -> None:
 
 @cli.command("run")
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
+@click.option("--runner", type=click.Choice(["kfp", "inline"]), default="kfp", show_default=True,
+              help="kfp: the Kubeflow pipelines on the local runner (a subprocess per task); inline: one process.")
 @click.pass_obj
-def run(obj: _Context, dataset: str | None) -> None:
-    """Run the platform end to end: data -> behaviour vectors -> seeds -> rationales -> pool -> retrieval."""
+def run(obj: _Context, dataset: str | None, runner: str) -> None:
+    """Run the platform end to end: data -> behaviour vectors -> seeds -> rationales -> pool -> features -> rankers.
+
+    Steps already up to date are skipped: rerun after a failure to resume.
+    """
     from pipelines.main_job import run_main_job
 
     if dataset:
         obj.preset = dataset
-    run_main_job(obj.config(), obj.workspace, progress=obj.progress, echo=click.echo)
+    run_main_job(obj.config(), obj.workspace, progress=obj.progress, echo=click.echo, runner=runner)
 
 
 def _print_stats(stats: dict) -> None:

@@ -9,30 +9,49 @@ import pandas as pd
 from components.config import Config
 from components.features import online_features
 from components.retrieval import TABLE
-from components.steps import run_step
+from components.steps import record_name, run_step, step_record
+from components.tracking import tracking_uri
 from components.workspace import Workspace, write_json
 
 
 MAIN_STEPS = ("prepare_data", "validate_interactions", "train_encoder", "embed_users", "validate_behaviour",
               "sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "embed_item_text",
               "apply_features", "materialise_features")
+RANKER_VARIANTS = ("item_text", "reland")  # the ranker without and with the rationale features
 
 
 def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> dict:
-    """Run each step in order (skipping those already up to date), print what it produced, write ``run.json``.
+                 echo: Callable[[str], None] = print, runner: str = "kfp") -> dict:
+    """Run the platform end to end, print what it produced and where, write ``run.json``.
 
-    Killed part-way (say during rationale generation), a rerun resumes: finished steps are
-    skipped and no answered LLM call is paid for again.  Ends with a real
-    ``get_online_features`` call through the ranker's feature service.
+    ``runner="kfp"`` executes the reasoning_pool, user_rationales and train_ranker pipelines
+    with the local Kubeflow runner (each task a subprocess); ``"inline"`` runs the same steps
+    in this process.  Either way steps already up to date are skipped, so a run killed
+    part-way (say during rationale generation) resumes without paying again for an LLM call.
+    Ends with a real ``get_online_features`` call through the ranker's feature service.
     """
-    echo(f"== RELAND run: dataset '{config.name}', workspace {workspace.root}")
+    from components.experiments import with_ranker
+
+    echo(f"== RELAND run: dataset '{config.name}', workspace {workspace.root}, runner {runner}")
+    started_at = time.time()
+    rankers = {variant: with_ranker(config, variant=variant) for variant in RANKER_VARIANTS}
+    if runner == "kfp":
+        from pipelines.kubeflow import run_local
+
+        for pipeline in ("reasoning_pool", "user_rationales"):
+            echo(f"-- pipeline {pipeline} (kfp.local.SubprocessRunner)")
+            run_local(pipeline, workspace.root, config)
+        for variant in RANKER_VARIANTS:
+            echo(f"-- pipeline train_ranker ({config.ranker.backbone}, {variant})")
+            run_local("train_ranker", workspace.root, config, backbone=config.ranker.backbone, variant=variant)
     results, timings = {}, {}
-    for name in MAIN_STEPS:
-        started = time.perf_counter()
-        results[name], ran = run_step(config, workspace, name, progress)
-        timings[name] = round(time.perf_counter() - started, 2)
-        echo(f"-- {name.replace('_', ' ')}: " + (f"{timings[name]:.1f}s" if ran else "up to date, skipped"))
+    for name, step_config in [(name, config) for name in MAIN_STEPS] + [("train_ranker", c) for c in rankers.values()]:
+        key = record_name(step_config, name)
+        results[key], _ = run_step(step_config, workspace, name, progress)
+        record = step_record(step_config, workspace, name)
+        timings[key] = record["seconds"]
+        fresh = record["finished_at"] >= started_at
+        echo(f"   {key.replace('_', ' ')}: " + (f"{record['seconds']:.1f}s" if fresh else "up to date, skipped"))
     data, encoder = results["prepare_data"], results["train_encoder"]
     llm, pool, retrieval = results["generate_rationales"], results["build_pool"], results["retrieve_rationales"]
     echo(f"data: {data['filtered']['users']:,} users, {data['filtered']['items']:,} items, "
@@ -53,8 +72,16 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "
          f"{online['similarity']:.3f}, pool v{online['pool_version']}, rationale_embedding "
          f"[{len(online['rationale_embedding'])} floats]")
-    echo(f"look again: .venv/bin/reland -w {workspace.root} features show {sample}")
-    summary = {"dataset": config.name, "seconds": timings, "total_seconds": round(sum(timings.values()), 2)}
+    for variant in RANKER_VARIANTS:
+        ranker = results[record_name(rankers[variant], "train_ranker")]
+        label = "with rationales (RELAND)" if variant == "reland" else "without rationales (+f_item)"
+        echo(f"ranker {ranker['backbone']} {label}: test NDCG@10 {ranker['test_ndcg@10']:.4f}, "
+             f"HR@10 {ranker['test_hit@10']:.4f} ({ranker['test_users']:,} users)")
+    echo(f"look again: reland -w {workspace.root} features show {sample}")
+    echo(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri(workspace)}")
+    echo(f"serve:      reland -w {workspace.root} serve --port 8000   (POST /rank)")
+    summary = {"dataset": config.name, "runner": runner, "seconds": timings,
+               "wall_seconds": round(time.time() - started_at, 2)}
     write_json(workspace.path("", "run.json"), summary)
-    echo(f"== done in {summary['total_seconds']:.0f}s; every artefact is under {workspace.root}")
+    echo(f"== done in {summary['wall_seconds']:.0f}s; every artefact is under {workspace.root}")
     return summary

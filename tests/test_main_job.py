@@ -1,4 +1,5 @@
-"""The main job: killed during rationale generation, it resumes and finishes without repeating an LLM call."""
+"""The main job on the local Kubeflow runner: killed during rationale generation, it resumes and finishes
+without repeating an LLM call (this is also the CI's local pipeline run on a tiny generated dataset)."""
 from __future__ import annotations
 
 import json
@@ -23,14 +24,16 @@ def write_config(path: Path, url: str) -> Path:
         "encoder": {"dim": 16, "heads": 2, "epochs": 1, "batch_size": 512, "inference_batch": 256},
         "seeds": {"budget": 0.25},
         "llm": {"backend": "openai", "base_url": url, "model": "test-model", "batch_size": 1, "concurrency": 1,
-                "timeout_s": 5}}))
+                "timeout_s": 5},
+        "ranker": {"dim": 16, "epochs": 2}}))
     return path
 
 
 def reland(workspace: Path, config: Path) -> subprocess.Popen:
     env = {**os.environ, "OPENAI_API_KEY": "sk-test", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config", str(config),
-                             "run"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "run"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the kill takes every task with it
 
 
 def identity(messages: list[dict]) -> tuple[str, str]:
@@ -54,7 +57,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
         while len(server.requests) < 15 and first.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert first.poll() is None, f"the run ended before it could be killed:\n{first.stdout.read()}"
-        first.send_signal(signal.SIGKILL)  # no clean-up, no flush: a machine dying mid-generation
+        os.killpg(first.pid, signal.SIGKILL)  # no clean-up, no flush: a machine dying mid-generation
         first.wait()
         paid = cached_prompts(workspace)
         assert len(paid) >= 10 and not (workspace / "pool" / "rationales.json").exists(), \
@@ -68,8 +71,10 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
         assert not paid & set(again), "an answer already paid for was asked again"
         assert len(again) == len(set(again))
     for step in ("prepare data", "train encoder", "embed users", "sample seeds"):
-        assert f"-- {step}: up to date, skipped" in output, output
+        assert f"   {step}: up to date, skipped" in output, output
+    assert "pipeline reasoning_pool (kfp.local.SubprocessRunner)" in output
     assert "Feast get_online_features(ranker" in output
+    assert "with rationales (RELAND): test NDCG@10" in output and "without rationales (+f_item)" in output
     summary = json.loads((workspace / "pool" / "rationales.json").read_text())
     assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
     assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)

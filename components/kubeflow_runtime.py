@@ -1,0 +1,35 @@
+"""What runs inside a Kubeflow task: a step under the task's configuration, and its artefacts filled in.
+
+Kept apart from :mod:`components.kubeflow` (the component definitions) so a task's process
+imports only this and the step it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+def execute(step: str, workspace: str, config: str, artifact=None, metrics=None, **overrides) -> dict:
+    """Run ``step`` in ``workspace`` under the YAML ``config`` (plus ``overrides``); fill the output artefacts."""
+    import yaml
+
+    from components.config import Config
+    from components.steps import STEPS, run_step
+    from components.workspace import Workspace
+
+    settings = yaml.safe_load(config) or {}
+    for section, values in overrides.items():
+        settings[section] = {**settings.get(section, {}), **values}
+    result, ran = run_step(Config.model_validate(settings), Workspace(workspace), step, progress=False)
+    numbers = {k: v for k, v in (result.items() if isinstance(result, dict) else [])
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if artifact is not None:
+        manifest = {"step": step, "workspace": workspace, "ran": ran,
+                    "outputs": [os.path.join(workspace, p) for p in STEPS[step].writes]}
+        with open(artifact.path, "w") as handle:
+            json.dump({**manifest, "result": result}, handle, indent=2, default=str)
+        artifact.metadata.update({"step": step, "ran": ran, **numbers})
+    if metrics is not None:
+        for name, value in numbers.items():
+            metrics.log_metric(name.replace("@", "_at_"), float(value))
+    return result if isinstance(result, dict) else {"result": result}

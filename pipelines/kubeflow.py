@@ -1,0 +1,135 @@
+"""The platform's Kubeflow pipelines; compile them to IR YAML, submit them to a cluster, or run them here.
+
+* ``reasoning_pool`` (weekly, paper §3.4): prepare → validate → train encoder → embed →
+  validate → seeds → rationales → pool.
+* ``user_rationales`` (daily): embed users with the weekly encoder → retrieval in
+  independent shards (``dsl.ParallelFor``) → merge → item text → Feast apply →
+  validate and materialise.
+* ``train_ranker``: one backbone and variant on Feast's historical features, tracked in MLflow.
+* ``seed_budget_sweep``: one branch per seed budget (``dsl.ParallelFor``), each building its
+  own pool in a linked workspace and training a RELAND ranker; the runs land in MLflow.
+
+Locally, :func:`run_local` executes the same pipelines with ``kfp.local.SubprocessRunner``
+(each task a subprocess of this Python environment); this kfp version runs ``ParallelFor``
+locally too, so nothing is rewritten for the laptop.
+"""
+
+from pathlib import Path
+from typing import List
+
+import yaml
+from kfp import compiler, dsl
+
+from components import kubeflow as op
+from components.config import Config
+
+SHARDS = 4  # retrieval shards of the daily pipeline (compile-time: the fan-out is static)
+BUDGETS = [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0]
+
+
+@dsl.pipeline(name="reasoning-pool", description="Weekly: behaviour encoder -> seeds -> LLM rationales -> Milvus pool")
+def reasoning_pool(workspace: str, config: str):
+    data = op.prepare_data(workspace=workspace, config=config)
+    checked = op.validate_interactions(workspace=workspace, config=config, data=data.outputs["data"])
+    encoder = op.train_encoder(workspace=workspace, config=config, data=data.outputs["data"]).after(checked)
+    vectors = op.embed_users(workspace=workspace, config=config, encoder=encoder.outputs["encoder"])
+    gate = op.validate_behaviour(workspace=workspace, config=config, vectors=vectors.outputs["vectors"])
+    seeds = op.sample_seeds(workspace=workspace, config=config, vectors=vectors.outputs["vectors"]).after(gate)
+    rationales = op.generate_rationales(workspace=workspace, config=config, seeds=seeds.outputs["seeds"])
+    op.build_pool(workspace=workspace, config=config, rationales=rationales.outputs["rationales"])
+
+
+@dsl.pipeline(name="user-rationales", description="Daily: embed users -> retrieve in shards -> validate -> Feast")
+def user_rationales(workspace: str, config: str):
+    encoder = op.locate(workspace=workspace, relative="encoder/checkpoint.pt")
+    pool = op.locate(workspace=workspace, relative="pool/current.json")
+    vectors = op.embed_users(workspace=workspace, config=config, encoder=encoder.outputs["found"])
+    with dsl.ParallelFor(items=list(range(SHARDS))) as shard:
+        part = op.retrieve_shard(workspace=workspace, config=config, shard=shard, shards=SHARDS,
+                                 pool=pool.outputs["found"], vectors=vectors.outputs["vectors"])
+    features = op.merge_shards(workspace=workspace, config=config, shards=SHARDS).after(part)
+    items = op.embed_item_text(workspace=workspace, config=config, data=vectors.outputs["vectors"])
+    registry = op.apply_features(workspace=workspace, config=config, features=features.outputs["features"],
+                                 items=items.outputs["items"])
+    op.materialise_features(workspace=workspace, config=config, registry=registry.outputs["registry"])
+
+
+@dsl.pipeline(name="train-ranker", description="A ranker on Feast's historical features, tracked in MLflow")
+def train_ranker(workspace: str, config: str, backbone: str = "sasrec", variant: str = "reland"):
+    registry = op.locate(workspace=workspace, relative="features/registry.db")
+    op.train_ranker(workspace=workspace, config=config, backbone=backbone, variant=variant,
+                    registry=registry.outputs["found"])
+
+
+@dsl.pipeline(name="seed-budget-sweep", description="RELAND quality against LLM cost, one branch per seed budget")
+def seed_budget_sweep(workspace: str, config: str, budgets: List[float] = BUDGETS, backbone: str = "sasrec"):
+    vectors = op.locate(workspace=workspace, relative="encoder/user_vectors.parquet")
+    items = op.locate(workspace=workspace, relative="features/item_text_embedding.parquet")
+    with dsl.ParallelFor(items=budgets, parallelism=2) as budget:
+        branch = op.seed_budget_branch(workspace=workspace, config=config, budget=budget)
+        where, settings = branch.outputs["workspace"], branch.outputs["config"]
+        seeds = op.sample_seeds(workspace=where, config=settings, vectors=vectors.outputs["found"])
+        rationales = op.generate_rationales(workspace=where, config=settings, seeds=seeds.outputs["seeds"])
+        pool = op.build_pool(workspace=where, config=settings, rationales=rationales.outputs["rationales"])
+        features = op.retrieve_all(workspace=where, config=settings, pool=pool.outputs["pool"],
+                                   vectors=vectors.outputs["found"])
+        registry = op.apply_features(workspace=where, config=settings, features=features.outputs["features"],
+                                     items=items.outputs["found"])
+        op.train_ranker(workspace=where, config=settings, backbone=backbone, variant="reland",
+                        registry=registry.outputs["registry"])
+
+
+PIPELINES = {"reasoning_pool": reasoning_pool, "user_rationales": user_rationales, "train_ranker": train_ranker,
+             "seed_budget_sweep": seed_budget_sweep}
+SCHEDULES = {"reasoning_pool": "0 0 3 * * 1", "user_rationales": "0 0 4 * * *"}  # weekly Monday 03:00, daily 04:00
+
+
+def config_text(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"))
+
+
+def compile_all(output: Path) -> list[Path]:
+    """One IR YAML per pipeline in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, pipeline in PIPELINES.items():
+        path = output / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        paths.append(path)
+    return paths
+
+
+def submit(host: str, workspace: str, config: Config, recurring: bool = True) -> dict[str, str]:
+    """Runs of the weekly and daily pipelines on a cluster, and their recurring schedules."""
+    import kfp
+
+    client = kfp.Client(host=host)
+    arguments = {"workspace": workspace, "config": config_text(config)}
+    experiment = client.create_experiment(f"reland-{config.name}")
+    submitted = {}
+    for name in ("reasoning_pool", "user_rationales"):
+        run = client.create_run_from_pipeline_func(PIPELINES[name], arguments=arguments,
+                                                   experiment_id=experiment.experiment_id, run_name=f"{name} (first)")
+        submitted[name] = run.run_id
+        if recurring:
+            job = client.create_recurring_run(experiment.experiment_id, f"{name} ({SCHEDULES[name]})",
+                                              cron_expression=SCHEDULES[name], params=arguments,
+                                              pipeline_package_path=str(_compiled(name)), max_concurrency=1)
+            submitted[f"{name} schedule"] = job.recurring_run_id
+    return submitted
+
+
+def _compiled(name: str) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="reland-ir-")) / f"{name}.yaml"
+    compiler.Compiler().compile(PIPELINES[name], str(path))
+    return path
+
+
+def run_local(name: str, workspace: Path, config: Config, **arguments) -> None:
+    """Execute a pipeline on this machine with the local Kubeflow runner (tasks are subprocesses)."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "kfp"))
+    PIPELINES[name](workspace=str(workspace), config=config_text(config), **arguments)
