@@ -180,8 +180,8 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
     with atomic_path(snapshot) as tmp:
         pq.write_table(pa.Table.from_arrays([
             pa.array(seeds["user_idx"].to_numpy(np.int64)), pa.array(seeds["user_id"].astype(str).to_numpy()),
-            vector_array(behaviour), vector_array(rationale)],
-            names=["seed_idx", "seed_user_id", "behaviour", "rationale"]), tmp)
+            vector_array(behaviour), vector_array(rationale), pa.array(seeds["step1"].astype(str).to_numpy())],
+            names=["seed_idx", "seed_user_id", "behaviour", "rationale", "step1"]), tmp)
     write_json(workspace.path("pool", "versions.json"), [asdict(v) for v in previous] + [asdict(pool)])
     write_json(workspace.path("pool", "current.json"), asdict(pool))
     return pool

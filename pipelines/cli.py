@@ -444,6 +444,20 @@ def experiments_ablations(obj: _Context, backbones, epochs) -> None:
     click.echo(frame.to_string(index=False))
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--model-uri", default=None, help="MLflow model URI (default: models:/reland-ranker-<dataset>/latest).")
+@click.pass_obj
+def serve(obj: _Context, host: str, port: int, model_uri: str | None) -> None:
+    """Start the ranking service: POST /rank, GET /health, GET /ready (docs at /docs)."""
+    import uvicorn
+
+    from serving import create_app
+
+    uvicorn.run(create_app(obj.workspace, obj.config(), model_uri), host=host, port=port, log_level="warning")
+
+
 @cli.command("run")
 @click.option("--dataset", default=None, help="Preset to run instead of the synthetic default, e.g. ml-100k.")
 @click.option("--runner", type=click.Choice(["kfp", "inline"]), default="kfp", show_default=True,

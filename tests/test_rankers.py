@@ -32,14 +32,15 @@ def unit(rows: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def write_features(ws: Workspace, when: pd.Timestamp, seed: int = 0) -> None:
+def write_features(ws: Workspace, when: pd.Timestamp, seed: int = 0, seed_ids: list[str] = ("seed",)) -> None:
     """Rationale and item-text tables as retrieval and the text encoder write them (values generated here)."""
     data = PreparedDataset(ws.root / "data")
     users, items = data.users(), data.items()
     stamp = pa.array(np.full(len(users), when.value // 1000), pa.timestamp("us", tz="UTC"))
     pq.write_table(pa.Table.from_arrays([
         pa.array(users["user_id"].astype(str)), pa.array(users["user_idx"]), vector_array(unit(len(users), seed)),
-        pa.array(["seed"] * len(users)), pa.array(np.ones(len(users), np.float32)), pa.array(np.ones(len(users))),
+        pa.array([seed_ids[i % len(seed_ids)] for i in range(len(users))]), pa.array(np.ones(len(users), np.float32)),
+        pa.array(np.ones(len(users), np.int64)),
         stamp], schema=output_schema(384)), ws.path("features", TABLE))
     pq.write_table(pa.Table.from_arrays([
         pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"]), vector_array(unit(len(items), seed + 1)),

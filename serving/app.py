@@ -1,0 +1,171 @@
+"""``create_app``: the ranking service over one workspace (Feast store, pool snapshots, prepared catalogue).
+
+Endpoints: ``POST /rank``, ``GET /health`` (the process answers), ``GET /ready`` (model and
+feature store loaded).  A user without online features (unknown, or never materialised) is
+ranked by item popularity and marked ``cold_start``; candidate ids the catalogue does not
+know are returned in ``unknown_items`` rather than failing the request.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from components.config import Config
+from components.data.tables import VALID, PreparedDataset
+from components.features import OnlineFeatures
+from components.workspace import Workspace
+from models.recommenders import Recommender, serving_rows
+
+
+class RankRequest(BaseModel):
+    user_id: str = Field(..., min_length=1, description="the user's raw id")
+    candidates: list[str] = Field(..., min_length=1, max_length=10_000, description="raw item ids to rank")
+    k: int = Field(10, ge=1, le=1000, description="items to return")
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RankResponse(BaseModel):
+    user_id: str
+    items: list[RankedItem]
+    cold_start: bool = Field(description="no online features for this user: ranked by popularity")
+    explanation: str | None = Field(None, description="Step 1 of the rationale of the user's most similar seed")
+    seed_user_id: str | None = None
+    similarity: float | None = None
+    pool_version: int | None = None
+    unknown_items: list[str] = []
+    model: str
+    latency_ms: float
+
+
+@dataclass
+class Catalogue:
+    """Ids to indices, each user's recent items (the sequential models' input) and item popularity."""
+
+    items: dict[str, int]
+    users: dict[str, int]
+    recent: list[np.ndarray]
+    popularity: np.ndarray
+
+    @classmethod
+    def load(cls, data: PreparedDataset, split_column: str) -> "Catalogue":
+        items = data.items()
+        users = data.users()
+        log = data.interactions(["user_idx", "item_idx", split_column])
+        log = log[log[split_column] <= VALID]  # what the model may know of the user: training and validation
+        grouped = log.groupby("user_idx")["item_idx"].apply(lambda s: s.to_numpy())
+        recent = [np.empty(0, np.int64)] * data.n_users
+        for user, history in grouped.items():
+            recent[int(user)] = history
+        popularity = np.bincount(log["item_idx"], minlength=data.n_items).astype(np.float32)
+        return cls(dict(zip(items["item_id"].astype(str), items["item_idx"])),
+                   dict(zip(users["user_id"].astype(str), users["user_idx"])), recent, popularity)
+
+
+class Ranker:
+    """The registered model plus what it needs at request time."""
+
+    def __init__(self, workspace: Workspace, config: Config, model_uri: str):
+        import mlflow
+
+        from components.tracking import tracking_uri
+        from models.recommenders import family
+
+        mlflow.set_tracking_uri(tracking_uri(workspace))
+        self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
+        self.model_uri = model_uri
+        split = "seq_split" if family(_backbone_of(self.model)) == "seq" else "cf_split"
+        self.catalogue = Catalogue.load(PreparedDataset(workspace.root / "data"), split)
+        self.features = OnlineFeatures(workspace, config.features)
+        self.workspace = workspace
+
+    @functools.lru_cache(maxsize=16)
+    def explanations(self, version: int) -> dict[str, str]:
+        path = self.workspace.root / "pool" / f"pool_v{version}.parquet"
+        if not path.exists() or "step1" not in pq.read_schema(path).names:
+            return {}
+        table = pq.read_table(path, columns=["seed_user_id", "step1"]).to_pandas()
+        return dict(zip(table["seed_user_id"].astype(str), table["step1"]))
+
+    @torch.no_grad()
+    def rank(self, request: RankRequest) -> RankResponse:
+        started = time.perf_counter()
+        known = [c for c in request.candidates if c in self.catalogue.items]
+        unknown = [c for c in request.candidates if c not in self.catalogue.items]
+        indices = np.array([self.catalogue.items[c] for c in known], np.int64)
+        row = {k: v[0] for k, v in self.features.get([request.user_id]).items()}
+        user = self.catalogue.users.get(request.user_id)
+        cold = user is None or row.get("rationale_embedding") is None
+        if cold:
+            scores = self.catalogue.popularity[indices]
+        else:
+            recent = self.catalogue.recent[user][-self.model.max_len:] + 1
+            sequence = torch.zeros(1, self.model.max_len, dtype=torch.long)
+            sequence[0, :len(recent)] = torch.from_numpy(recent)
+            rationale = torch.tensor([row["rationale_embedding"]]) if self.model.fusion is not None else None
+            scores = self.model(serving_rows(torch.tensor([user]), sequence, rationale))[0].numpy()[indices]
+        order = np.argsort(-scores, kind="stable")[: request.k]
+        version = None if cold else int(row["pool_version"])
+        return RankResponse(
+            user_id=request.user_id, items=[RankedItem(item_id=known[i], score=float(scores[i])) for i in order],
+            cold_start=cold, explanation=None if cold else self.explanations(version).get(str(row["seed_user_id"])),
+            seed_user_id=None if cold else row["seed_user_id"], similarity=None if cold else float(row["similarity"]),
+            pool_version=version, unknown_items=unknown, model=self.model_uri,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+
+def _backbone_of(model: Recommender) -> str:
+    from models.recommenders import BACKBONES
+
+    return next(name for name, cls in BACKBONES.items() if type(model) is cls)
+
+
+def default_model_uri(config: Config) -> str:
+    return f"models:/reland-ranker-{config.name}/latest"
+
+
+def create_app(workspace: Workspace, config: Config, model_uri: str | None = None) -> FastAPI:
+    """The service; the model and the feature store load at startup (``/ready`` says when)."""
+    state: dict[str, Ranker | str] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        try:
+            state["ranker"] = Ranker(workspace, config, model_uri or default_model_uri(config))
+        except Exception as exc:  # the service stays up and says why it is not ready
+            state["error"] = f"{type(exc).__name__}: {exc}"
+        yield
+
+    app = FastAPI(title="RELAND ranking service", version="0.1.0", lifespan=lifespan,
+                  description="Ranks candidate items for a user with the registered ranker and Feast features.")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> dict:
+        if "ranker" not in state:
+            raise HTTPException(503, detail=state.get("error", "loading"))
+        ranker = state["ranker"]
+        return {"status": "ready", "model": ranker.model_uri, "items": len(ranker.catalogue.items),
+                "users": len(ranker.catalogue.users)}
+
+    @app.post("/rank", response_model=RankResponse)
+    def rank(request: RankRequest) -> RankResponse:
+        if "ranker" not in state:
+            raise HTTPException(503, detail=state.get("error", "loading"))
+        return state["ranker"].rank(request)
+
+    return app

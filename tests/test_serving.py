@@ -1,0 +1,67 @@
+"""The ranking service: Feast features, the registered model, explanations, cold start, request validation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from components.data.prepare import prepare_data
+from components.data.tables import PreparedDataset
+from components.experiments import table2
+from components.features import apply_features, materialise_features
+from components.workspace import Workspace
+from serving import create_app
+from test_features import make_pool
+from test_rankers import config, write_features
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("serving"))
+    prepare_data(config(), ws, progress=False)
+    make_pool(ws)
+    write_features(ws, pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1), seed_ids=["seed0", "seed1", "seed2"])
+    apply_features(config(), ws)
+    materialise_features(config(), ws)
+    table2(config(), ws, backbones=("sasrec",), variants=("reland",), progress=False)
+    with TestClient(create_app(ws, config())) as client:
+        yield client, PreparedDataset(ws.root / "data")
+
+
+def test_ready_and_rank_with_explanation(service):
+    client, data = service
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["model"] == "models:/reland-ranker-synthetic/latest"
+    user = str(data.users()["user_id"].iloc[0])
+    candidates = data.items()["item_id"].astype(str).tolist()[:100]
+    answer = client.post("/rank", json={"user_id": user, "candidates": candidates + ["no-such-item"], "k": 5}).json()
+    scores = [item["score"] for item in answer["items"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert {item["item_id"] for item in answer["items"]} <= set(candidates)
+    assert not answer["cold_start"] and answer["explanation"] == "s" and answer["seed_user_id"].startswith("seed")
+    assert answer["pool_version"] == 1 and answer["unknown_items"] == ["no-such-item"]
+
+
+def test_unknown_user_takes_the_cold_start_path(service):
+    client, data = service
+    candidates = data.items()["item_id"].astype(str).tolist()[:50]
+    answer = client.post("/rank", json={"user_id": "never-seen", "candidates": candidates, "k": 3}).json()
+    assert answer["cold_start"] and answer["explanation"] is None and len(answer["items"]) == 3
+    log = data.interactions(["item_idx"])["item_idx"]
+    popularity = np.bincount(log, minlength=data.n_items)
+    index = dict(zip(data.items()["item_id"].astype(str), data.items()["item_idx"]))
+    top = [index[item["item_id"]] for item in answer["items"]]
+    assert popularity[top[0]] >= popularity[top[-1]]
+
+
+@pytest.mark.parametrize("body, field", [({"user_id": "u", "candidates": ["a"], "k": 0}, "k"),
+                                          ({"user_id": "u", "k": 3}, "candidates"),
+                                          ({"user_id": "", "candidates": ["a"]}, "user_id"),
+                                          ({"user_id": "u", "candidates": [], "k": 3}, "candidates")])
+def test_malformed_requests_get_422_naming_the_field(service, body, field):
+    client, _ = service
+    response = client.post("/rank", json=body)
+    assert response.status_code == 422
+    assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
