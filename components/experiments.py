@@ -103,12 +103,40 @@ def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=V
             if item_text:
                 compare([r for r in rows if r["variant"] == "reland"], item_text, per_user)
         frame = results_frame(results)
-        for path in save_table(workspace, f"table2-{config.name}", frame):
+        summary = workspace.dir("ranker") / f"table2-{config.name}-layout.md"
+        with atomic_path(summary) as tmp:
+            tmp.write_text(paper_layout(frame))
+        for path in save_table(workspace, f"table2-{config.name}", frame) + [summary]:
             mlflow.log_artifact(str(path))
         if register:
             best = max(results, key=lambda r: r["best_valid_ndcg@10"])
             register_ranker(with_ranker(config, backbone=best["backbone"], variant=best["variant"]), workspace)
     return frame
+
+
+def paper_layout(frame: pd.DataFrame, reference: str = "id") -> str:
+    """Markdown in Table 2's layout: a row per backbone, NDCG@10 and HR@10 per variant.
+
+    ``*`` marks p < 0.05 (paired t-test over test users) against ID-only, ``†`` against +f_item.
+    """
+    names = {"id": "ID-only", "item_text": "+f_item", "reland": "RELAND", "rationale_only": "w/o i.f."}
+    variants = [v for v in names if v in set(frame["variant"])]
+    header = ["backbone"] + [f"{names[v]} {m}" for m in ("NDCG@10", "HR@10") for v in variants]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for backbone, rows in frame.groupby("backbone", sort=False):
+        cells = [backbone]
+        for metric in METRICS:
+            for variant in variants:
+                row = rows[rows["variant"] == variant]
+                if row.empty:
+                    cells.append("")
+                    continue
+                row = row.iloc[0]
+                marks = "".join(mark for mark, column in (("*", f"p_{metric}_vs_id"), ("†", f"p_{metric}_vs_item_text"))
+                                if column in row and pd.notna(row[column]) and row[column] < 0.05)
+                cells.append(f"{row[f'test_{metric}']:.4f}{marks}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def results_frame(results: list[dict]) -> pd.DataFrame:

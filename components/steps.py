@@ -11,10 +11,11 @@ never re-pays an LLM call (its response cache survives any crash).
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from components.config import Config
 from components.workspace import Workspace, read_json, write_json
@@ -23,85 +24,26 @@ from components.workspace import Workspace, read_json, write_json
 @dataclass(frozen=True)
 class Step:
     name: str
-    run: Callable[[Config, Workspace, bool], object]
+    target: str  # "module:function" taking (config, workspace[, progress])
     reads: tuple[str, ...]  # configuration sections (dotted paths) that change the result
     after: tuple[str, ...]  # upstream steps whose results it reads
     writes: tuple[str, ...]  # workspace files it produces
 
+    def run(self, config: Config, workspace: Workspace, progress: bool) -> object:
+        """Import the step function only when it runs (a task process loads what its step needs)."""
+        module, name = self.target.split(":")
+        function = getattr(importlib.import_module(module), name)
+        wants_progress = "progress" in inspect.signature(function).parameters
+        return function(config, workspace, **({"progress": progress} if wants_progress else {}))
 
-def _prepare(config, workspace, progress):
+
+def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     from components.data.prepare import prepare_data
 
     return prepare_data(config, workspace, progress).stats
 
 
-def _validate_interactions(config, workspace, progress):
-    from components.checks import validate_interactions
-
-    return validate_interactions(config, workspace)
-
-
-def _train_encoder(config, workspace, progress):
-    from components.behaviour import train_behaviour_encoder
-
-    return train_behaviour_encoder(config, workspace, progress)
-
-
-def _embed_users(config, workspace, progress):
-    from components.behaviour import embed_users
-
-    return embed_users(config, workspace, progress)
-
-
-def _validate_behaviour(config, workspace, progress):
-    from components.checks import validate_behaviour_vectors
-
-    return validate_behaviour_vectors(config, workspace)
-
-
-def _sample_seeds(config, workspace, progress):
-    from components.seeds import sample_seeds
-
-    return sample_seeds(config, workspace)
-
-
-def _rationales(config, workspace, progress):
-    from components.rationales import generate_rationales
-
-    return generate_rationales(config, workspace, progress=progress)
-
-
-def _pool(config, workspace, progress):
-    from components.pool import build_pool
-
-    return build_pool(config, workspace, progress)
-
-
-def _retrieve(config, workspace, progress):
-    from components.retrieval import retrieve_rationales
-
-    return retrieve_rationales(config, workspace, progress)
-
-
-def _item_text(config, workspace, progress):
-    from components.behaviour import write_item_text_features
-
-    return write_item_text_features(config, workspace, progress)
-
-
-def _apply(config, workspace, progress):
-    from components.features import apply_features
-
-    return apply_features(config, workspace)
-
-
-def _materialise(config, workspace, progress):
-    from components.features import materialise_features
-
-    return materialise_features(config, workspace)
-
-
-def _ranker(config, workspace, progress):
+def tracked_ranker_run(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     from components.experiments import tracked_ranker
     from components.tracking import use_experiment
 
@@ -110,21 +52,27 @@ def _ranker(config, workspace, progress):
 
 
 STEPS: dict[str, Step] = {step.name: step for step in [
-    Step("prepare_data", _prepare, ("name", "data", "synthetic"), (), ("data/interactions.parquet",)),
-    Step("validate_interactions", _validate_interactions, (), ("prepare_data",), ()),
-    Step("train_encoder", _train_encoder, ("seed", "encoder"), ("prepare_data",), ("encoder/checkpoint.pt",)),
-    Step("embed_users", _embed_users, ("encoder",), ("train_encoder",), ("encoder/user_vectors.parquet",)),
-    Step("validate_behaviour", _validate_behaviour, (), ("embed_users",), ()),
-    Step("sample_seeds", _sample_seeds, ("seed", "seeds"), ("embed_users",), ("pool/seeds.parquet",)),
-    Step("generate_rationales", _rationales, ("llm", "data.domain"), ("sample_seeds",), ("pool/rationales.parquet",)),
-    Step("build_pool", _pool, ("pool",), ("generate_rationales",), ("pool/current.json",)),
-    Step("retrieve_rationales", _retrieve, ("pool",), ("build_pool", "embed_users"),
+    Step("prepare_data", "components.steps:prepare_data_stats", ("name", "data", "synthetic"), (),
+         ("data/interactions.parquet",)),
+    Step("validate_interactions", "components.checks:validate_interactions", (), ("prepare_data",), ()),
+    Step("train_encoder", "components.behaviour:train_behaviour_encoder", ("seed", "encoder"), ("prepare_data",),
+         ("encoder/checkpoint.pt",)),
+    Step("embed_users", "components.behaviour:embed_users", ("encoder",), ("train_encoder",),
+         ("encoder/user_vectors.parquet",)),
+    Step("validate_behaviour", "components.checks:validate_behaviour_vectors", (), ("embed_users",), ()),
+    Step("sample_seeds", "components.seeds:sample_seeds", ("seed", "seeds"), ("embed_users",), ("pool/seeds.parquet",)),
+    Step("generate_rationales", "components.rationales:generate_rationales", ("llm", "data.domain"), ("sample_seeds",),
+         ("pool/rationales.parquet",)),
+    Step("build_pool", "components.pool:build_pool", ("pool",), ("generate_rationales",), ("pool/current.json",)),
+    Step("retrieve_rationales", "components.retrieval:retrieve_rationales", ("pool",), ("build_pool", "embed_users"),
          ("features/user_rationale_embedding.parquet",)),
-    Step("embed_item_text", _item_text, ("pool.text_encoder_path",), ("prepare_data",),
-         ("features/item_text_embedding.parquet",)),
-    Step("apply_features", _apply, ("features",), ("retrieve_rationales", "embed_item_text"), ("features/registry.db",)),
-    Step("materialise_features", _materialise, ("features",), ("apply_features",), ()),
-    Step("train_ranker", _ranker, ("seed", "ranker", "data.max_seq_len"), ("apply_features",), ()),
+    Step("embed_item_text", "components.behaviour:write_item_text_features", ("pool.text_encoder_path",),
+         ("prepare_data",), ("features/item_text_embedding.parquet",)),
+    Step("apply_features", "components.features:apply_features", ("features",),
+         ("retrieve_rationales", "embed_item_text"), ("features/registry.db",)),
+    Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
+    Step("train_ranker", "components.steps:tracked_ranker_run", ("seed", "ranker", "data.max_seq_len"),
+         ("apply_features",), ()),
 ]}
 
 

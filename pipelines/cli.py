@@ -444,6 +444,36 @@ def experiments_ablations(obj: _Context, backbones, epochs) -> None:
     click.echo(frame.to_string(index=False))
 
 
+@cli.group("pipelines")
+def pipelines_group() -> None:
+    """Compile the Kubeflow pipelines to IR YAML, or submit them to a cluster with their schedules."""
+
+
+@pipelines_group.command("compile")
+@click.option("--output", default="pipelines-ir", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for one IR YAML per pipeline.")
+def pipelines_compile(output: str) -> None:
+    """Write reasoning_pool, user_rationales, train_ranker and seed_budget_sweep as Kubeflow IR YAML."""
+    from pipelines.kubeflow import compile_all
+
+    for path in compile_all(Path(output)):
+        click.echo(path)
+
+
+@pipelines_group.command("submit")
+@click.option("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline.")
+@click.option("--cluster-workspace", required=True,
+              help="The workspace path as the tasks see it (a volume mounted in every pod).")
+@click.option("--no-schedule", is_flag=True, help="Only the first runs, no weekly/daily recurring runs.")
+@click.pass_obj
+def pipelines_submit(obj: _Context, host: str, cluster_workspace: str, no_schedule: bool) -> None:
+    """Run the weekly and daily pipelines on a cluster and schedule them (weekly pool, daily features)."""
+    from pipelines.kubeflow import submit
+
+    for name, run_id in submit(host, cluster_workspace, obj.config(), recurring=not no_schedule).items():
+        click.echo(f"{name}: {run_id}")
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

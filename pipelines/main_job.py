@@ -10,7 +10,7 @@ from components.config import Config
 from components.features import online_features
 from components.retrieval import TABLE
 from components.steps import record_name, run_step, step_record
-from components.tracking import tracking_uri
+from components.tracking import tracking_uri, use_experiment
 from components.workspace import Workspace, write_json
 
 
@@ -77,6 +77,8 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         label = "with rationales (RELAND)" if variant == "reland" else "without rationales (+f_item)"
         echo(f"ranker {ranker['backbone']} {label}: test NDCG@10 {ranker['test_ndcg@10']:.4f}, "
              f"HR@10 {ranker['test_hit@10']:.4f} ({ranker['test_users']:,} users)")
+    model_uri = _register_best(rankers, results, workspace, started_at)
+    echo(f"registered ranker: {model_uri}")
     echo(f"look again: reland -w {workspace.root} features show {sample}")
     echo(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri(workspace)}")
     echo(f"serve:      reland -w {workspace.root} serve --port 8000   (POST /rank)")
@@ -85,3 +87,17 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     write_json(workspace.path("", "run.json"), summary)
     echo(f"== done in {summary['wall_seconds']:.0f}s; every artefact is under {workspace.root}")
     return summary
+
+
+def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspace, started_at: float) -> str:
+    """Register the ranker with the better validation NDCG@10 (again only if a ranker was retrained)."""
+    from components.experiments import register_ranker
+
+    name = f"reland-ranker-{next(iter(rankers.values())).name}"
+    fresh = any(step_record(c, workspace, "train_ranker")["finished_at"] >= started_at for c in rankers.values())
+    if not fresh and (workspace.root / "mlflow").exists():
+        return f"models:/{name}/latest"
+    best = max(rankers.values(), key=lambda c: results[record_name(c, "train_ranker")]["best_valid_ndcg@10"])
+    use_experiment(workspace, f"rankers-{best.name}")
+    register_ranker(best, workspace)
+    return f"models:/{name}/latest"

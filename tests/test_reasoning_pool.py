@@ -11,7 +11,7 @@ from components.data.prepare import prepare_data
 from components.data.tables import vectors_of
 from components.pool import build_pool, current_pool, load_pool, pool_versions, search_pool, use_pool_version
 from components.rationales import generate_rationales
-from components.retrieval import TABLE, retrieve_rationales
+from components.retrieval import TABLE, merge_shards, retrieve_rationales
 from components.seeds import sample_seeds
 from components.workspace import Workspace
 from models.llm import LLMBackend, OpenAIBackend
@@ -109,6 +109,13 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
     online = search_pool(current_pool(seeded), vectors)
     assert [hit[0]["seed_user_id"] for hit in online] == table["seed_user_id"].tolist()
     assert np.allclose([hit[0]["similarity"] for hit in online], table["similarity"], atol=1e-5)
+    for shard in range(3):  # the daily pipeline's fan-out: independent shards, then one merge
+        retrieve_rationales(config(), seeded, progress=False, shard=(shard, 3))
+    merged = merge_shards(seeded, 3)
+    assert merged["users"] == len(table) and merged["shards"] == 3
+    sharded = pd.read_parquet(seeded.path("features", TABLE)).set_index("user_id").loc[table["user_id"]]
+    assert sharded["seed_user_id"].tolist() == table["seed_user_id"].tolist()
+    assert np.allclose(np.stack(sharded["rationale_embedding"]), embeddings)
     mixed = retrieve_rationales(config().model_copy(update={"pool": config().pool.model_copy(update={"top_k": 3})}),
                                 seeded, progress=False)
     assert mixed["top_k"] == 3
