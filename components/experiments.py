@@ -22,6 +22,8 @@ from components.ranker import load_per_user, ranker_name, train_ranker
 from components.tracking import log_ranker_run, metric_names, ranker_params, use_experiment
 from components.workspace import Workspace, atomic_path
 
+# What a process loading the registered model needs: the platform (its classes) and its torch.
+SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
 BACKBONES = ("neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec")
 VARIANTS = ("id", "item_text", "reland")
 BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
@@ -299,5 +301,6 @@ def register_ranker(config: Config, workspace: Workspace) -> str:
         mlflow.log_params({"ranker": ranker_name(config), "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant})
         info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
-                                        serialization_format="pickle")  # pt2 export needs torch >= 2.4
+                                        serialization_format="pickle",  # pt2 export needs torch >= 2.4
+                                        pip_requirements=SERVING_REQUIREMENTS)  # inference would import-scan
     return info.model_uri

@@ -28,6 +28,7 @@ class Step:
     reads: tuple[str, ...]  # configuration sections (dotted paths) that change the result
     after: tuple[str, ...]  # upstream steps whose results it reads
     writes: tuple[str, ...]  # workspace files it produces
+    updated_later: tuple[str, ...] = ()  # outputs later steps modify (Feast's registry): only their presence counts
 
     def run(self, config: Config, workspace: Workspace, progress: bool) -> object:
         """Import the step function only when it runs (a task process loads what its step needs)."""
@@ -69,7 +70,7 @@ STEPS: dict[str, Step] = {step.name: step for step in [
     Step("embed_item_text", "components.behaviour:write_item_text_features", ("pool.text_encoder_path",),
          ("prepare_data",), ("features/item_text_embedding.parquet",)),
     Step("apply_features", "components.features:apply_features", ("features",),
-         ("retrieve_rationales", "embed_item_text"), ("features/registry.db",)),
+         ("retrieve_rationales", "embed_item_text"), ("features/registry.db",), updated_later=("features/registry.db",)),
     Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
     Step("train_ranker", "components.steps:tracked_ranker_run", ("seed", "ranker", "data.max_seq_len"),
          ("apply_features",), ()),
@@ -110,7 +111,7 @@ def result_id(workspace: Workspace, step: Step) -> str | None:
         if not path.exists():
             return None
         stat = path.stat()
-        parts.append((relative, stat.st_size, stat.st_mtime_ns))
+        parts.append((relative,) if relative in step.updated_later else (relative, stat.st_size, stat.st_mtime_ns))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from components.config import Config
 from components.workspace import Workspace, read_json
 
-logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -517,6 +518,7 @@ def _print_stats(stats: dict) -> None:
 
 def main() -> None:
     """Console entry point: bad input or a failed gate ends with a clear message and exit code 2, no traceback."""
+    warnings.filterwarnings("ignore", message='Field name "vector_enabled"')  # raised by Feast's own config classes
     try:
         cli(standalone_mode=True)
     except (InputError, ValueError, FileNotFoundError, ValidationFailed) as exc:

@@ -14,6 +14,9 @@ Locally, :func:`run_local` executes the same pipelines with ``kfp.local.Subproce
 locally too, so nothing is rewritten for the laptop.
 """
 
+import contextlib
+import logging
+import os
 from pathlib import Path
 from typing import List
 
@@ -127,9 +130,35 @@ def _compiled(name: str) -> Path:
     return path
 
 
-def run_local(name: str, workspace: Path, config: Config, **arguments) -> None:
-    """Execute a pipeline on this machine with the local Kubeflow runner (tasks are subprocesses)."""
+def run_local(name: str, workspace: Path, config: Config, verbose: bool = False, **arguments) -> None:
+    """Execute a pipeline on this machine with the local Kubeflow runner (tasks are subprocesses).
+
+    Task logs go to ``workspace/kfp``; the console shows warnings and failures only unless
+    ``verbose`` (kfp's local runner logs every task's inputs and outputs at INFO).
+    """
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "kfp"))
-    PIPELINES[name](workspace=str(workspace), config=config_text(config), **arguments)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # inherited by the task processes
+    with _kfp_log_level(logging.INFO if verbose else logging.WARNING):
+        PIPELINES[name](workspace=str(workspace), config=config_text(config), **arguments)
+
+
+@contextlib.contextmanager
+def _kfp_log_level(level: int):
+    """kfp's local runner resets the root logger to INFO around each run; keep it at ``level`` instead."""
+    from kfp.local import logging_utils
+
+    original = logging_utils.local_logger_context
+
+    @contextlib.contextmanager
+    def context():
+        with original():
+            logging.getLogger().setLevel(level)
+            yield
+
+    logging_utils.local_logger_context = context
+    try:
+        yield
+    finally:
+        logging_utils.local_logger_context = original
