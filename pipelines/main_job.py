@@ -58,7 +58,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
          f"{data['filtered']['interactions']:,} interactions after {data['k_core']}-core")
     echo(f"encoder ({config.encoder.kind}): validation recall@20 {encoder['validation']['recall@20']:.4f} "
          f"vs popularity {encoder['popularity']['recall@20']:.4f}")
-    echo(f"seeds: {results['sample_seeds']['seeds']:,}; LLM calls this run {llm['calls']:,} (cache hits "
+    echo(f"seeds: {results['sample_seeds']['seeds']:,}; LLM calls {llm['calls']:,} (cache hits "
          f"{llm['cache_hits']:,}), {llm['prompt_tokens'] + llm['completion_tokens']:,} tokens, "
          f"{llm['llm_seconds']:.0f} LLM-s, ~${llm['estimated_usd']:.2f}; per-user inference would need "
          f"{llm['per_user_inference']['calls']:,} calls")
