@@ -17,6 +17,7 @@ locally too, so nothing is rewritten for the laptop.
 import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import List
 
@@ -133,15 +134,23 @@ def _compiled(name: str) -> Path:
 def run_local(name: str, workspace: Path, config: Config, verbose: bool = False, **arguments) -> None:
     """Execute a pipeline on this machine with the local Kubeflow runner (tasks are subprocesses).
 
-    Task logs go to ``workspace/kfp``; the console shows warnings and failures only unless
-    ``verbose`` (kfp's local runner logs every task's inputs and outputs at INFO).
+    The runner prints every task's executor input and output; unless ``verbose`` that goes to
+    ``workspace/kfp/<pipeline>.log`` and only a failure's last lines reach the console.
     """
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "kfp"))
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # inherited by the task processes
-    with _kfp_log_level(logging.INFO if verbose else logging.WARNING):
-        PIPELINES[name](workspace=str(workspace), config=config_text(config), **arguments)
+    log = workspace / "kfp" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle, _kfp_log_level(logging.INFO if verbose else logging.WARNING), \
+            (contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handle)):
+        try:
+            PIPELINES[name](workspace=str(workspace), config=config_text(config), **arguments)
+        except Exception:
+            handle.flush()
+            sys.stderr.write("".join(log.read_text().splitlines(keepends=True)[-40:]) + f"\n(full log: {log})\n")
+            raise
 
 
 @contextlib.contextmanager
