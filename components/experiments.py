@@ -116,29 +116,34 @@ def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=V
     return frame
 
 
-def paper_layout(frame: pd.DataFrame, reference: str = "id") -> str:
+def paper_layout(frame: pd.DataFrame) -> str:
     """Markdown in Table 2's layout: a row per backbone, NDCG@10 and HR@10 per variant.
 
-    ``*`` marks p < 0.05 (paired t-test over test users) against ID-only, ``†`` against +f_item.
+    Paired t-tests over test users, p < 0.05: ``*`` better than ID-only, ``†`` better than
+    +f_item; ``▼`` / ``‡`` significantly worse than ID-only / +f_item.
     """
     names = {"id": "ID-only", "item_text": "+f_item", "reland": "RELAND", "rationale_only": "w/o i.f."}
     variants = [v for v in names if v in set(frame["variant"])]
     header = ["backbone"] + [f"{names[v]} {m}" for m in ("NDCG@10", "HR@10") for v in variants]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for backbone, rows in frame.groupby("backbone", sort=False):
+        by_variant = {row["variant"]: row for _, row in rows.iterrows()}
         cells = [backbone]
         for metric in METRICS:
             for variant in variants:
-                row = rows[rows["variant"] == variant]
-                if row.empty:
-                    cells.append("")
-                    continue
-                row = row.iloc[0]
-                marks = "".join(mark for mark, column in (("*", f"p_{metric}_vs_id"), ("†", f"p_{metric}_vs_item_text"))
-                                if column in row and pd.notna(row[column]) and row[column] < 0.05)
-                cells.append(f"{row[f'test_{metric}']:.4f}{marks}")
+                row = by_variant.get(variant)
+                cells.append("" if row is None else f"{row[f'test_{metric}']:.4f}" + _marks(row, by_variant, metric))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _marks(row: pd.Series, by_variant: dict, metric: str) -> str:
+    marks = ""
+    for reference, better, worse in (("id", "*", "▼"), ("item_text", "†", "‡")):
+        column = f"p_{metric}_vs_{reference}"
+        if reference in by_variant and column in row and pd.notna(row[column]) and row[column] < 0.05:
+            marks += better if row[f"test_{metric}"] > by_variant[reference][f"test_{metric}"] else worse
+    return marks
 
 
 def results_frame(results: list[dict]) -> pd.DataFrame:
