@@ -46,15 +46,18 @@ class RationaleFusion(nn.Module):
         self.to_user = nn.Linear(rationales.shape[1], dim)
         self.attention = nn.Linear(dim, 1, bias=False)
 
-    def forward(self, users: torch.Tensor, user_vectors: torch.Tensor,
-                rationales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused user vectors and the attention weights (rows × 2, each row sums to 1).
+    def project(self, users: torch.Tensor, rationales: torch.Tensor | None = None) -> torch.Tensor:
+        """z_u for ``users``: from the training-time table, or from ``rationales`` rows (as when serving)."""
+        return self.to_user(self.rationales[users] if rationales is None else rationales)
 
-        ``rationales`` (rows × text dim) replaces the training-time table, as when serving.
-        """
-        z = self.to_user(self.rationales[users] if rationales is None else rationales)
+    def mix(self, user_vectors: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused vectors and the attention weights (rows × 2, each row sums to 1)."""
         weights = torch.softmax(torch.cat([self.attention(user_vectors), self.attention(z)], dim=1), dim=1)
         return weights[:, :1] * user_vectors + weights[:, 1:] * z, weights
+
+    def forward(self, users: torch.Tensor, user_vectors: torch.Tensor,
+                rationales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mix(user_vectors, self.project(users, rationales))
 
 
 class Recommender(nn.Module, ABC):

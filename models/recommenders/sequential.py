@@ -34,13 +34,19 @@ class SequentialRecommender(Recommender):
         return self.represent(batch["sequences"], batch["lengths"]), self.items()
 
     def window_outputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fused vectors and targets of every real position of the windows, and each window's last vector."""
+        """Fused vectors and targets of every real position of the windows, and each window's last vector.
+
+        z_u depends on the user only, so it is projected once per window and shared by its positions.
+        """
         outputs = self.sequence_outputs(batch["sequences"])
-        users = batch["users"][:, None].expand(outputs.shape[:2])
         real = batch["window_targets"] >= 0
         last = outputs[torch.arange(len(outputs)), batch["lengths"] - 1]
-        return (self.fuse(users[real], outputs[real]), batch["window_targets"][real],
-                self.fuse(batch["users"], last))
+        vectors, targets = outputs[real], batch["window_targets"][real]
+        if self.fusion is None:
+            return vectors, targets, last
+        z = self.fusion.project(batch["users"])
+        window = torch.arange(len(outputs), device=outputs.device)[:, None].expand(outputs.shape[:2])[real]
+        return self.fusion.mix(vectors, z[window])[0], targets, self.fusion.mix(last, z)[0]
 
     def loss(self, batch):
         vectors, targets, _ = self.window_outputs(batch)
