@@ -1,6 +1,8 @@
 """Collaborative-filtering backbones trained with BPR: NeuMF, NGCF and LightGCN (RecBole's designs)."""
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 from torch import nn
@@ -81,8 +83,9 @@ class _GraphRecommender(PairwiseRecommender):
         self.items = ItemInput(n_items, dim, item_text)
         self.register_buffer("adjacency", adjacency, persistent=False)
 
+    @abstractmethod
     def propagate(self, layer0: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Final user and item vectors (users first) from the layer-0 embeddings."""
 
     def encode(self, batch):
         every = self.propagate(torch.cat([self.users.weight, self.items()]))

@@ -7,6 +7,8 @@ Training batches are windows whose every position predicts the next item (``wind
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 
@@ -22,9 +24,9 @@ class SequentialRecommender(Recommender):
         self.items = ItemInput(n_items, dim, item_text, padding=True)
         self.dropout = nn.Dropout(dropout)
 
+    @abstractmethod
     def sequence_outputs(self, sequences: torch.Tensor) -> torch.Tensor:
         """(batch × length × dim) outputs, position t seeing positions ≤ t only."""
-        raise NotImplementedError
 
     def represent(self, sequences: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         outputs = self.sequence_outputs(sequences)
