@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from components.config import Config
+from components.data.tables import PreparedDataset
 from components.ranker import load_per_user, ranker_name, train_ranker
 from components.tracking import log_ranker_run, metric_names, ranker_params, use_experiment
 from components.workspace import Workspace, atomic_path
@@ -207,8 +208,10 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
             baseline = tracked_ranker(with_ranker(config, backbone=backbone, variant="item_text"), workspace, progress)
             results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
                             "llm_calls": 0, "llm_seconds": 0.0})
-        for budget in budgets:
-            derived, child = PoolVariant(f"budget-{budget:g}", {"budget": budget}, {}).build(config, workspace, progress)
+        users = PreparedDataset(workspace.root / "data").n_users
+        for budget in budgets:  # fractions of users, as counts: seeds.budget reads 1.0 as "one seed"
+            seeds = {"budget": max(1, round(budget * users))}
+            derived, child = PoolVariant(f"budget-{budget:g}", seeds, {}).build(config, workspace, progress)
             cost = _pool_cost(child)
             for backbone in backbones:
                 result = tracked_ranker(with_ranker(derived, backbone=backbone, variant="reland"), child, progress,
