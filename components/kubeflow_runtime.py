@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import os
 
+import yaml
+
+from components.config import Config
+from components.steps import STEPS, run_step
+from components.workspace import Workspace
+
 
 def execute(step: str, workspace: str, config: str, artifact=None, metrics=None, **overrides) -> dict:
     """Run ``step`` in ``workspace`` under the YAML ``config`` (plus ``overrides``); fill the output artefacts."""
-    import yaml
-
-    from components.config import Config
-    from components.steps import STEPS, run_step
-    from components.workspace import Workspace
-
     settings = yaml.safe_load(config) or {}
     for section, values in overrides.items():
         settings[section] = {**settings.get(section, {}), **values}
