@@ -84,13 +84,10 @@ def retrieve_shard(workspace: str, config: str, shard: int, shards: int, pool: I
     """Eq. (3) for shard ``shard`` of ``shards`` of the users (independent tasks)."""
     import json
 
-    import yaml
-
-    from components.config import Config
+    from components.kubeflow_runtime import task_config
     from components.retrieval import retrieve_rationales
     from components.workspace import Workspace
-    summary = retrieve_rationales(Config.model_validate(yaml.safe_load(config)), Workspace(workspace), False,
-                                  shard=(shard, shards))
+    summary = retrieve_rationales(task_config(config), Workspace(workspace), False, shard=(shard, shards))
     with open(part.path, "w") as handle:
         json.dump(summary, handle)
     for name in ("users", "mean_similarity", "users_per_s"):
@@ -102,15 +99,12 @@ def merge_shards(workspace: str, config: str, shards: int, features: Output[Data
     """Join the retrieval shards into the user_rationale_embedding table (recorded as the retrieval step)."""
     import json
 
-    import yaml
-
-    from components.config import Config
+    from components.kubeflow_runtime import task_config
     from components.retrieval import merge_shards as merge
     from components.steps import record_step
     from components.workspace import Workspace
     summary = merge(Workspace(workspace), shards)
-    record_step(Config.model_validate(yaml.safe_load(config)), Workspace(workspace), "retrieve_rationales", summary,
-                summary["seconds"])
+    record_step(task_config(config), Workspace(workspace), "retrieve_rationales", summary, summary["seconds"])
     with open(features.path, "w") as handle:
         json.dump(summary, handle)
     metrics.log_metric("users", float(summary["users"]))

@@ -15,12 +15,17 @@ from components.steps import STEPS, run_step
 from components.workspace import Workspace
 
 
-def execute(step: str, workspace: str, config: str, artifact=None, metrics=None, **overrides) -> dict:
-    """Run ``step`` in ``workspace`` under the YAML ``config`` (plus ``overrides``); fill the output artefacts."""
+def task_config(config: str, **overrides) -> Config:
+    """The configuration a task receives as YAML text, with section ``overrides`` merged in."""
     settings = yaml.safe_load(config) or {}
     for section, values in overrides.items():
         settings[section] = {**settings.get(section, {}), **values}
-    result, ran = run_step(Config.model_validate(settings), Workspace(workspace), step, progress=False)
+    return Config.model_validate(settings)
+
+
+def execute(step: str, workspace: str, config: str, artifact=None, metrics=None, **overrides) -> dict:
+    """Run ``step`` in ``workspace`` under the YAML ``config`` (plus ``overrides``); fill the output artefacts."""
+    result, ran = run_step(task_config(config, **overrides), Workspace(workspace), step, progress=False)
     numbers = {k: v for k, v in (result.items() if isinstance(result, dict) else [])
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if artifact is not None:

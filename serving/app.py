@@ -80,12 +80,10 @@ class Ranker:
         import mlflow
 
         from components.tracking import tracking_uri
-        from models.recommenders import family
-
         mlflow.set_tracking_uri(tracking_uri(workspace))
         self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
         self.model_uri = model_uri
-        split = "seq_split" if family(_backbone_of(self.model)) == "seq" else "cf_split"
+        split = "seq_split" if self.model.family == "seq" else "cf_split"
         self.catalogue = Catalogue.load(PreparedDataset(workspace.root / "data"), split)
         self.features = OnlineFeatures(workspace, config.features)
         self.workspace = workspace
@@ -123,12 +121,6 @@ class Ranker:
             seed_user_id=None if cold else row["seed_user_id"], similarity=None if cold else float(row["similarity"]),
             pool_version=version, unknown_items=unknown, model=self.model_uri,
             latency_ms=round((time.perf_counter() - started) * 1000, 3))
-
-
-def _backbone_of(model: Recommender) -> str:
-    from models.recommenders import BACKBONES
-
-    return next(name for name, cls in BACKBONES.items() if type(model) is cls)
 
 
 def default_model_uri(config: Config) -> str:
