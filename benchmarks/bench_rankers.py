@@ -33,7 +33,7 @@ def main() -> None:
         for variant in ("item_text", "reland"):
             config = load_config(args.preset, overrides={"ranker": {"backbone": backbone, "variant": variant,
                                                                     "epochs": args.epochs, "patience": args.epochs}})
-            result = train_ranker(config, workspace, progress=False)
+            result = train_ranker(config, workspace, progress=False, save=False)
             rows[f"{backbone}-{variant}"] = {"epoch_seconds": result["epoch_train_seconds"],
                                              "eval_users_per_s": result["eval_users_per_s"]}
         rows[backbone] = {"reland_over_item_text": round(rows[f"{backbone}-reland"]["epoch_seconds"]

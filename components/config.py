@@ -157,9 +157,11 @@ class RankerConfig(_Section):
     """The downstream recommender (the paper's §4.1 settings) and how its runs are tracked."""
 
     backbone: Literal["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"] = "sasrec"
-    variant: Literal["id", "item_text", "reland", "rationale_only"] = Field(
+    variant: Literal["id", "item_text", "reland", "rationale_only", "seed_vector"] = Field(
         "reland", description="'id' only; 'item_text' (+f_item); 'reland' (+f_item and the fusion of Eq. 5); "
-                              "'rationale_only' (the fusion without item text: the w/o i.f. ablation)")
+                              "'rationale_only' (the fusion without item text: the w/o i.f. ablation); "
+                              "'seed_vector' (+f_item, fusing the assigned seed's behaviour vector instead of "
+                              "its rationale: a control without the LLM)")
     dim: int = Field(64, ge=4)
     layers: int = Field(2, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
     heads: int = Field(2, ge=1, description="attention heads (SASRec, DuoRec)")

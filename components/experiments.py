@@ -10,6 +10,7 @@ artefacts; the best Table-2 ranker (by validation NDCG@10) is registered in the 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from components.config import Config
 from components.data.tables import PreparedDataset
 from components.ranker import load_per_user, ranker_name, train_ranker
 from components.tracking import log_ranker_run, metric_names, ranker_params, use_experiment
-from components.workspace import Workspace, atomic_path
+from components.workspace import Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
 SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
@@ -29,22 +30,56 @@ BACKBONES = ("neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec")
 VARIANTS = ("id", "item_text", "reland")
 BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
 METRICS = ("ndcg@10", "hit@10")
+POOL_STEPS = ("sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "apply_features")
 
 
 def with_ranker(config: Config, **fields) -> Config:
     return config.model_copy(update={"ranker": config.ranker.model_copy(update=fields)})
 
 
-def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, label: str | None = None) -> dict:
-    """Train one ranker inside a nested MLflow run: parameters, per-epoch curve, final metrics, LLM cost."""
+def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, label: str | None = None,
+                   retrain: bool = False) -> dict:
+    """Train one ranker inside a nested MLflow run: parameters, per-epoch curve, final metrics, LLM cost.
+
+    A ranker already trained on the same configuration and features is logged again from its
+    step record instead of retrained, so an interrupted study resumes where it stopped.
+    """
     import mlflow
 
+    from components.steps import record_step
+
+    folder = workspace.root / "ranker" / ranker_name(config)
+    trained = None if retrain else _trained_already(config, workspace)
     with mlflow.start_run(run_name=label or ranker_name(config), nested=True):
-        mlflow.log_params(ranker_params(config, workspace))
-        result = train_ranker(config, workspace, progress, on_epoch=lambda row, epoch: mlflow.log_metrics(
-            metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch))
-        log_ranker_run(config, workspace, result, workspace.root / "ranker" / ranker_name(config) / "metrics.json")
+        mlflow.log_params({**ranker_params(config, workspace), "reused": trained is not None})
+        if trained:
+            result = trained
+            for row in read_json(folder / "metrics.json")["curve"]:
+                _log_epoch(row, row["epoch"])
+        else:
+            started = time.perf_counter()
+            result = train_ranker(config, workspace, progress, on_epoch=_log_epoch)
+            record_step(config, workspace, "train_ranker", result, time.perf_counter() - started)
+        log_ranker_run(config, workspace, result, folder / "metrics.json")
         return {**result, "workspace": str(workspace.root)}
+
+
+def _trained_already(config: Config, workspace: Workspace) -> dict | None:
+    """The recorded result of this ranker when its record is current and its files are still that run's."""
+    from components.steps import is_current, step_record
+
+    folder = workspace.root / "ranker" / ranker_name(config)
+    if not (is_current(config, workspace, "train_ranker")
+            and all((folder / f).exists() for f in ("model.pt", "metrics.json", "per_user.npz"))):
+        return None
+    result = step_record(config, workspace, "train_ranker")["result"]
+    return result if read_json(folder / "metrics.json")["as_of"] == result["as_of"] else None
+
+
+def _log_epoch(row: dict, epoch: int) -> None:
+    import mlflow
+
+    mlflow.log_metrics(metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch)
 
 
 def paired_p_value(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str) -> float:
@@ -123,7 +158,8 @@ def paper_layout(frame: pd.DataFrame) -> str:
     Paired t-tests over test users, p < 0.05: ``*`` better than ID-only, ``†`` better than
     +f_item; ``▼`` / ``‡`` significantly worse than ID-only / +f_item.
     """
-    names = {"id": "ID-only", "item_text": "+f_item", "reland": "RELAND", "rationale_only": "w/o i.f."}
+    names = {"id": "ID-only", "item_text": "+f_item", "reland": "RELAND", "rationale_only": "w/o i.f.",
+             "seed_vector": "seed vector (no LLM)"}
     variants = [v for v in names if v in set(frame["variant"])]
     header = ["backbone"] + [f"{names[v]} {m}" for m in ("NDCG@10", "HR@10") for v in variants]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -175,21 +211,14 @@ class PoolVariant:
         return child
 
     def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
-        """Seeds → rationales → pool → retrieval → Feast registry, in the derived workspace."""
-        from components.features import apply_features
-        from components.pool import build_pool
-        from components.rationales import generate_rationales
-        from components.retrieval import retrieve_rationales
-        from components.seeds import sample_seeds
+        """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
+        from components.steps import run_step
 
         child = self.workspace(base)
         derived = config.model_copy(update={"seeds": config.seeds.model_copy(update=self.seeds),
                                             "llm": config.llm.model_copy(update=self.llm)})
-        sample_seeds(derived, child)
-        generate_rationales(derived, child, progress=progress)
-        build_pool(derived, child, progress)
-        retrieve_rationales(derived, child, progress)
-        apply_features(derived, child)
+        for step in POOL_STEPS:
+            run_step(derived, child, step, progress)
         return derived, child
 
 
@@ -229,7 +258,11 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
 
 
 def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True) -> pd.DataFrame:
-    """Figure 5: RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds), w/o i.f. (no item text)."""
+    """Figure 5: RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds), w/o i.f. (no item text).
+
+    Plus a control the paper does not run: the seed's behaviour vector fused instead of its
+    rationale, to tell what the LLM's words add beyond the seed neighbourhood a user is in.
+    """
     import mlflow
 
     use_experiment(workspace, f"ablations-{config.name}")
@@ -240,7 +273,8 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
         built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
         for backbone in backbones:
             runs = [("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
-                    ("w/o i.f.", with_ranker(config, backbone=backbone, variant="rationale_only"), workspace)]
+                    ("w/o i.f.", with_ranker(config, backbone=backbone, variant="rationale_only"), workspace),
+                    ("seed vector (no LLM)", with_ranker(config, backbone=backbone, variant="seed_vector"), workspace)]
             runs += [(label, with_ranker(derived, backbone=backbone, variant="reland"), child)
                      for label, (derived, child) in built.items()]
             for label, cfg, where in runs:

@@ -1,8 +1,11 @@
 """Step ``train_ranker``: one backbone in one variant, early-stopped on validation NDCG@10, tested by full ranking.
 
 Variants: ``id`` (IDs only), ``item_text`` ("+f_item"), ``reland`` (+f_item and the fusion
-of Eq. 5), and ``rationale_only`` (the fusion without item text: the "w/o i.f." ablation).
-Features are read through Feast's historical retrieval as of the training time.
+of Eq. 5), ``rationale_only`` (the fusion without item text: the "w/o i.f." ablation) and
+``seed_vector`` (+f_item fusing the assigned seed's behaviour vector instead of its
+rationale: what the pool gives a user without any LLM text, a control for the ablations).
+Features are read through Feast's historical retrieval as of the training time (the control's
+seed vectors from the encoder's output: they are not a served feature).
 
 Outputs under ``ranker/<backbone>-<variant>/``: ``model.pt`` (the best validation state and
 how to rebuild it), ``metrics.json`` (per-epoch curve, test metrics, timings) and
@@ -26,9 +29,9 @@ from components.workspace import Workspace, atomic_path, write_json
 from models.metrics import full_ranking
 from models.recommenders import Recommender, build_recommender, family
 
-# variant -> (item text, rationale fusion)
-VARIANT_INPUTS = {"id": (False, False), "item_text": (True, False), "reland": (True, True),
-                  "rationale_only": (False, True)}
+# variant -> (item text, what the fusion layer mixes in)
+VARIANT_INPUTS = {"id": (False, None), "item_text": (True, None), "reland": (True, "rationale"),
+                  "rationale_only": (False, "rationale"), "seed_vector": (True, "seed_vector")}
 KS = (10, 20)
 
 
@@ -38,18 +41,33 @@ def ranker_name(config: Config) -> str:
 
 def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
                     as_of: pd.Timestamp) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(item text embeddings, user rationale embeddings) the variant needs, in index order, from Feast."""
-    wants_text, wants_rationale = VARIANT_INPUTS[config.ranker.variant]
-    text = rationale = None
+    """(item text embeddings, the fusion's user inputs) the variant needs, in index order, from Feast."""
+    wants_text, fused = VARIANT_INPUTS[config.ranker.variant]
+    text = user_inputs = None
     if wants_text:
         items = data.items().sort_values("item_idx")
         text = torch.from_numpy(historical_features(workspace, config.features, "item_text_embedding:text_embedding",
                                                     items["item_id"], as_of))
-    if wants_rationale:
-        users = data.users().sort_values("user_idx")
-        rationale = torch.from_numpy(historical_features(
-            workspace, config.features, "user_rationale_embedding:rationale_embedding", users["user_id"], as_of))
-    return text, rationale
+    users = data.users().sort_values("user_idx")["user_id"]
+    if fused == "rationale":
+        user_inputs = torch.from_numpy(historical_features(
+            workspace, config.features, "user_rationale_embedding:rationale_embedding", users, as_of))
+    elif fused == "seed_vector":
+        user_inputs = torch.from_numpy(seed_behaviour_vectors(workspace, users))
+    return text, user_inputs
+
+
+def seed_behaviour_vectors(workspace: Workspace, users: pd.Series) -> np.ndarray:
+    """The behaviour vector of each user's assigned seed (retrieval's ``seed_user_id``), in ``users`` order."""
+    from components.retrieval import TABLE
+
+    assigned = pd.read_parquet(workspace.root / "features" / TABLE, columns=["user_id", "seed_user_id"])
+    vectors = pd.read_parquet(workspace.root / "encoder" / "user_vectors.parquet", columns=["user_id", "vector"])
+    seed_of = assigned.set_index("user_id")["seed_user_id"].reindex(users.astype(str))
+    if seed_of.isna().any():
+        raise ValueError(f"{workspace.root / 'features' / TABLE}: no assigned seed for user "
+                         f"{seed_of.index[seed_of.isna().argmax()]}; run 'reland pool retrieve'")
+    return np.stack(vectors.set_index("user_id")["vector"].loc[seed_of.to_numpy()].to_numpy()).astype(np.float32)
 
 
 def make_model(config: Config, data: RankerData, item_text: torch.Tensor | None,
@@ -105,8 +123,12 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
 
 
 def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
-                 on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None) -> dict:
-    """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics."""
+                 on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None,
+                 save: bool = True) -> dict:
+    """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics.
+
+    ``save=False`` (benchmarks) leaves ``ranker/<name>/`` as it was.
+    """
     cfg = config.ranker
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -145,7 +167,8 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
               "seconds": round(time.perf_counter() - started, 2),
               "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
               "eval_users_per_s": round(len(test.users) / eval_seconds), "as_of": as_of.isoformat()}
-    save_ranker(workspace, config, model, result, curve, test.users, per_user)
+    if save:
+        save_ranker(workspace, config, model, result, curve, test.users, per_user)
     return result
 
 

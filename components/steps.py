@@ -1,7 +1,8 @@
 """Every pipeline step by name, with what it reads and writes: the unit the CLI, Kubeflow and the main job run.
 
 :func:`run_step` makes steps idempotent and resumable.  A step's *fingerprint* hashes the
-configuration sections it reads and the result ids of the steps it depends on; a result id
+configuration sections it reads and the fingerprints and result ids of the steps it depends
+on (so a change anywhere upstream reaches every step below it); a result id
 hashes the step's output files (sizes and modification times, cheap at any scale).  Both are
 recorded in ``workspace/steps/<name>.json`` when the step succeeds.  A step is skipped when
 its fingerprint matches the record and its outputs are unchanged, so re-running a pipeline
@@ -118,9 +119,9 @@ def result_id(workspace: Workspace, step: Step) -> str | None:
 def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
     """What the step's result depends on: its configuration sections and its inputs' result ids."""
     upstream = {}
-    for name in step.after:
+    for name in step.after:  # upstream fingerprints too, so a change propagates past outputs hashed by presence
         record = _record(workspace, name)
-        upstream[name] = record["result_id"] if record else None
+        upstream[name] = [record["fingerprint"], record["result_id"]] if record else None
     payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

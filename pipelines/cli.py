@@ -362,7 +362,7 @@ def features_show(obj: _Context, user_id: str) -> None:
 
 
 BACKBONE_CHOICE = click.Choice(["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"])
-VARIANT_CHOICE = click.Choice(["id", "item_text", "reland", "rationale_only"])
+VARIANT_CHOICE = click.Choice(["id", "item_text", "reland", "rationale_only", "seed_vector"])
 
 
 def _ranker_overrides(epochs: int | None, **fields) -> dict:
@@ -377,17 +377,22 @@ def ranker() -> None:
 @ranker.command("train")
 @click.option("--backbone", type=BACKBONE_CHOICE, default=None, help="Backbone (default: the config's, sasrec).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None,
-              help="id | item_text (+f_item) | reland (+f_item and Eq. 5 fusion) | rationale_only (w/o i.f.).")
+              help="id | item_text (+f_item) | reland (+f_item and Eq. 5 fusion) | rationale_only (w/o i.f.) "
+                   "| seed_vector (+f_item fusing the seed's behaviour vector: no-LLM control).")
 @click.option("--epochs", type=int, default=None, help="Most epochs (early stopping on validation NDCG@10).")
+@click.option("--retrain", is_flag=True, help="Train again even if this configuration is already trained.")
 @click.pass_obj
-def ranker_train(obj: _Context, backbone, variant, epochs) -> None:
-    """Train one ranker, test it by full ranking, track the run in MLflow (experiment 'rankers-<dataset>')."""
+def ranker_train(obj: _Context, backbone, variant, epochs, retrain) -> None:
+    """Train one ranker, test it by full ranking, track the run in MLflow (experiment 'rankers-<dataset>').
+
+    A ranker already trained with the same configuration and features is logged again, not retrained.
+    """
     from components.experiments import tracked_ranker
     from components.tracking import use_experiment
 
     config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant))
     use_experiment(obj.workspace, f"rankers-{config.name}")
-    result = tracked_ranker(config, obj.workspace, obj.progress)
+    result = tracked_ranker(config, obj.workspace, obj.progress, retrain=retrain)
     click.echo(f"{result['ranker']}: test NDCG@10 {result['test_ndcg@10']:.4f}, HR@10 {result['test_hit@10']:.4f} "
                f"({result['test_users']:,} users; best epoch {result['best_epoch']} of {result['epochs']})")
 

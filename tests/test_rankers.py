@@ -165,3 +165,66 @@ def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
     width = model.metadata.get_input_schema().inputs[0].shape[1]
     scores = model.predict(np.zeros((2, width), np.float32))
     assert scores.shape == (2, PreparedDataset(workspace.root / "data").n_items)
+
+
+def test_studies_reuse_rankers_trained_on_the_same_inputs(workspace, monkeypatch):
+    import mlflow
+
+    import components.experiments as experiments
+
+    trained, train = [], experiments.train_ranker
+    monkeypatch.setattr(experiments, "train_ranker", lambda cfg, *args, **kwargs: (
+        trained.append(cfg.ranker.variant), train(cfg, *args, **kwargs))[1])
+    first = table2(config(), workspace, backbones=("neumf",), progress=False, register=False)
+    again = table2(config(), workspace, backbones=("neumf",), progress=False, register=False)
+    assert trained == ["id", "item_text", "reland"]
+    pd.testing.assert_frame_equal(first, again)
+    runs = mlflow.search_runs(experiment_names=["table2-synthetic"])
+    assert (runs[runs["params.ranker.backbone"] == "neumf"]["params.reused"] == "True").sum() == 3
+    table2(config(batch_size=128), workspace, backbones=("neumf",), variants=("id",), progress=False, register=False)
+    assert trained == ["id", "item_text", "reland", "id"]
+
+
+def test_a_change_upstream_reaches_steps_whose_inputs_are_hashed_by_presence(tmp_path):
+    from components.steps import STEPS, fingerprint, record_step
+
+    ws, cfg = Workspace(tmp_path), config()
+    ws.path("features", "registry.db").write_bytes(b"registry")
+    rationales = ws.path("features", TABLE)
+    prints = []
+    for content in (b"pool v1", b"pool v2, larger"):
+        rationales.write_bytes(content)
+        for step in ("retrieve_rationales", "apply_features"):
+            record_step(cfg, ws, step, {}, 0.0)
+        prints.append(fingerprint(cfg, ws, STEPS["train_ranker"]))
+    assert prints[0] != prints[1]
+
+
+@pytest.mark.parametrize("backbone", ["gru4rec", "sasrec"])
+def test_length_buckets_give_the_outputs_of_one_padded_batch(backbone):
+    model = build_recommender(backbone, 5, 30, 8, None, None).eval()
+    lengths = torch.tensor([1, 2, 3, 5, 9, 17, 20])
+    sequences = torch.randint(1, 31, (len(lengths), 20)) * (torch.arange(20)[None, :] < lengths[:, None])
+    real = torch.arange(20)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        bucketed, padded = model.bucketed_outputs(sequences, lengths), model.sequence_outputs(sequences)
+    torch.testing.assert_close(bucketed[real], padded[real], rtol=1e-4, atol=1e-5)
+
+
+def test_the_seed_vector_control_fuses_each_users_seed_behaviour_vector(tmp_path):
+    from components.ranker import seed_behaviour_vectors
+
+    ws = Workspace(tmp_path)
+    prepare_data(config(), ws, progress=False)
+    users = PreparedDataset(ws.root / "data").users()
+    ids = users["user_id"].astype(str).tolist()
+    write_features(ws, pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1), seed_ids=ids[:2])
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
+    pq.write_table(pa.Table.from_arrays([pa.array(ids), vector_array(vectors)], names=["user_id", "vector"]),
+                   ws.path("encoder", "user_vectors.parquet"))
+    ordered = users.sort_values("user_idx")["user_id"].astype(str)
+    seed_of = {user: ids[i % 2] for i, user in enumerate(ids)}  # as write_features assigns them
+    expected = np.stack([vectors[ids.index(seed_of[user])] for user in ordered])
+    np.testing.assert_array_equal(seed_behaviour_vectors(ws, ordered), expected)
+    apply_features(config(), ws)
+    assert train_ranker(config(variant="seed_vector"), ws, progress=False)["test_users"] > 0
