@@ -228,3 +228,11 @@ def test_the_seed_vector_control_fuses_each_users_seed_behaviour_vector(tmp_path
     np.testing.assert_array_equal(seed_behaviour_vectors(ws, ordered), expected)
     apply_features(config(), ws)
     assert train_ranker(config(variant="seed_vector"), ws, progress=False)["test_users"] > 0
+
+
+def test_neumf_full_ranking_scores_equal_its_pair_scores():
+    model = build_recommender("neumf", 7, 50, 8, None, None).eval()
+    users, items = model.users(torch.arange(7)), model.items()
+    with torch.no_grad():
+        expected = model.pair_score(users[:, None], items[None])
+        torch.testing.assert_close(model.match(users, items, pairs=64), expected)

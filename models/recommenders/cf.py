@@ -67,9 +67,16 @@ class NeuMF(PairwiseRecommender):
     def pair_score(self, users, items):
         return self._predict(users, items)
 
-    def match(self, users, items, chunk: int = 2048):
-        return torch.cat([self._predict(users[:, None], items[None, start: start + chunk])
-                          for start in range(0, len(items), chunk)], dim=1)
+    def match(self, users, items, pairs: int = 1 << 14):
+        """Every user × item score: the GMF half as one matrix product, the MLP tower over blocks of
+        about ``pairs`` pairs (cache-sized; one large block is memory-bound and ~10x slower)."""
+        d = self.dim
+        gmf_weight, mlp_weight = self.predict.weight[0, :d], self.predict.weight[0, d:]
+        user_side, item_side = self.user_layer(users[:, d:]), self.item_layer(items[:, d:])
+        step = max(1, pairs // len(items))
+        tower = torch.cat([self.mlp(user_side[start: start + step, None] + item_side) @ mlp_weight
+                           for start in range(0, len(users), step)])
+        return (users[:, :d] * gmf_weight) @ items[:, :d].T + tower + self.predict.bias
 
 
 class _GraphRecommender(PairwiseRecommender):
