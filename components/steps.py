@@ -117,9 +117,12 @@ def result_id(workspace: Workspace, step: Step) -> str | None:
 
 
 def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
-    """What the step's result depends on: its configuration sections and its inputs' result ids."""
+    """What the step's result depends on: its configuration sections and its inputs' fingerprints and result ids.
+
+    Upstream fingerprints make a change propagate past outputs hashed by presence (the Feast registry).
+    """
     upstream = {}
-    for name in step.after:  # upstream fingerprints too, so a change propagates past outputs hashed by presence
+    for name in step.after:
         record = _record(workspace, name)
         upstream[name] = [record["fingerprint"], record["result_id"]] if record else None
     payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
