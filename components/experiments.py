@@ -49,12 +49,12 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
     from components.steps import record_step
 
     folder = workspace.root / "ranker" / ranker_name(config)
-    trained = None if retrain else _trained_already(config, workspace)
+    saved = None if retrain else _trained_already(config, workspace, folder)
     with mlflow.start_run(run_name=label or ranker_name(config), nested=True):
-        mlflow.log_params({**ranker_params(config, workspace), "reused": trained is not None})
-        if trained:
-            result = trained
-            for row in read_json(folder / "metrics.json")["curve"]:
+        mlflow.log_params({**ranker_params(config, workspace), "reused": saved is not None})
+        if saved:
+            result = {k: v for k, v in saved.items() if k != "curve"}
+            for row in saved["curve"]:
                 _log_epoch(row, row["epoch"])
         else:
             started = time.perf_counter()
@@ -64,16 +64,15 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
         return {**result, "workspace": str(workspace.root)}
 
 
-def _trained_already(config: Config, workspace: Workspace) -> dict | None:
-    """The recorded result of this ranker when its record is current and its files are still that run's."""
+def _trained_already(config: Config, workspace: Workspace, folder: Path) -> dict | None:
+    """The ranker's saved metrics (result and curve) when its record is current and its files are that run's."""
     from components.steps import is_current, step_record
 
-    folder = workspace.root / "ranker" / ranker_name(config)
     if not (is_current(config, workspace, "train_ranker")
             and all((folder / f).exists() for f in ("model.pt", "metrics.json", "per_user.npz"))):
         return None
-    result = step_record(config, workspace, "train_ranker")["result"]
-    return result if read_json(folder / "metrics.json")["as_of"] == result["as_of"] else None
+    saved = read_json(folder / "metrics.json")
+    return saved if saved["as_of"] == step_record(config, workspace, "train_ranker")["result"]["as_of"] else None
 
 
 def _log_epoch(row: dict, epoch: int) -> None:

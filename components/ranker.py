@@ -48,12 +48,11 @@ def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
         items = data.items().sort_values("item_idx")
         text = torch.from_numpy(historical_features(workspace, config.features, "item_text_embedding:text_embedding",
                                                     items["item_id"], as_of))
-    users = data.users().sort_values("user_idx")["user_id"]
-    if fused == "rationale":
-        user_inputs = torch.from_numpy(historical_features(
-            workspace, config.features, "user_rationale_embedding:rationale_embedding", users, as_of))
-    elif fused == "seed_vector":
-        user_inputs = torch.from_numpy(seed_behaviour_vectors(workspace, users))
+    if fused:
+        users = data.users().sort_values("user_idx")["user_id"]
+        user_inputs = torch.from_numpy(seed_behaviour_vectors(workspace, users) if fused == "seed_vector" else
+                                       historical_features(workspace, config.features,
+                                                           "user_rationale_embedding:rationale_embedding", users, as_of))
     return text, user_inputs
 
 
