@@ -165,7 +165,9 @@ class RankerConfig(_Section):
     dim: int = Field(64, ge=4)
     layers: int = Field(2, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
     heads: int = Field(2, ge=1, description="attention heads (SASRec, DuoRec)")
-    dropout: float = Field(0.5, ge=0, lt=1, description="sequential models' hidden and attention dropout")
+    dropout: float = Field(0.5, ge=0, lt=1, description="every backbone's dropout: NeuMF's MLP, NGCF's messages, "
+                                                         "GRU4Rec's inputs, the transformers' hidden and attention "
+                                                         "layers (0.5 is RecBole's SASRec setting for Beauty)")
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(1024, ge=1)
     epochs: int = Field(100, ge=1)
