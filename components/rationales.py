@@ -28,12 +28,14 @@ from components.config import Config, LLMConfig
 from components.data.tables import TRAIN, PreparedDataset, write_table
 from components.graph import SPLIT_COLUMN
 from components.llm_cache import ResponseCache, cache_key
-from components.prompts import (TEMPLATE_VERSION, HistoryItem, build_messages, condense_history, parse_rationale,
-                                top_categories)
+from components.grounding import Catalogue, grounding_summary
+from components.prompts import (TEMPLATE_VERSION, HistoryItem, Profile, build_messages, condense_history,
+                                history_profile, parse_rationale, profile_rationale)
 from components.workspace import Workspace, atomic_path, write_json
 from models.llm import Completion, LLMBackend
 
 PSEUDONYM_KEY = b"reland-seed-pseudonym"
+PROFILE_VERSION = "profile-v1"  # the profile control: rationales written from Step 0, no LLM
 
 
 def make_backend(cfg: LLMConfig) -> LLMBackend:
@@ -76,16 +78,20 @@ def seed_histories(data: PreparedDataset, seeds: np.ndarray, task: str, batch_ro
 class _Job:
     seed: int
     history: list[str]
-    frequent: str
+    profile: Profile
     messages: list[dict]
     key: str
+    history_terms: set[str]
     attempts: int = 0
     completion: Completion | None = None
     parsed: tuple[str, str] | None = None
+    grounding: object = None  # components.grounding.Grounding once parsed
+    version: str = ""
+    temperature: float = 0.0
 
 
 def _ask(jobs: list[_Job], backends: dict, cache: ResponseCache, cfg: LLMConfig, version: str,
-         users: dict[int, str], counters: dict, progress: bool) -> None:
+         users: dict[int, str], counters: dict, progress: bool, temperature: float = 0.0) -> None:
     """Answer ``jobs`` from the cache, calling the LLM (in committed batches) only for misses."""
     cached = cache.get([job.key for job in jobs])
     missing = [job for job in jobs if job.key not in cached]
@@ -107,58 +113,112 @@ def _ask(jobs: list[_Job], backends: dict, cache: ResponseCache, cfg: LLMConfig,
             job.completion = answer
             counters["calls"] += 1
 
-        backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch], keep)
+        backend.complete([j.messages for j in batch], cfg.max_new_tokens, [users[j.seed] for j in batch], keep,
+                         temperature=temperature)
 
 
-def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame) -> tuple[list[_Job], dict[int, str]]:
-    """One prompt per user in ``seeds`` (user_idx, user_id), and each user's pseudonym."""
+def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame,
+              catalogue: Catalogue | None = None) -> tuple[list[_Job], dict[int, str]]:
+    """One prompt per user in ``seeds`` (user_idx, user_id), and each user's pseudonym.
+
+    With a ``catalogue``, each job also carries the catalogue terms of the seed's history.
+    """
     cfg = config.llm
     data = PreparedDataset(workspace.root / "data")
-    separator = " > " if data.stats["category_style"] == "path" else ", "
+    path = data.stats["category_style"] == "path"
     histories = seed_histories(data, seeds["user_idx"].to_numpy(), config.encoder.task, config.data.chunk_rows)
     version = TEMPLATE_VERSION[cfg.prompt]
     users = {int(u): pseudonym(str(raw), config.name) for u, raw in zip(seeds["user_idx"], seeds["user_id"])}
     jobs = []
     for seed in seeds["user_idx"]:
-        lines = condense_history(histories[int(seed)], cfg.history_items, cfg.max_title_chars, separator)
-        frequent = top_categories(histories[int(seed)])
-        messages = build_messages(lines, frequent, config.data.domain, cfg.prompt)
-        jobs.append(_Job(int(seed), lines, frequent, messages, cache_key(cfg.model, version, messages)))
+        history = histories[int(seed)]
+        lines = condense_history(history, cfg.history_items, cfg.max_title_chars, " > " if path else ", ")
+        profile = history_profile(history, path, max_title_chars=cfg.max_title_chars)
+        messages = build_messages(lines, profile.lines(), config.data.domain, cfg.prompt)
+        terms = catalogue.history_terms(history_texts(history)) if catalogue else set()
+        jobs.append(_Job(int(seed), lines, profile, messages, cache_key(cfg.model, version, messages), terms,
+                         version=version))
     return jobs, users
+
+
+def history_texts(history: list[HistoryItem]) -> list[str]:
+    """Each history item as one text (title, brand, categories), for finding its catalogue terms."""
+    return [" , ".join([item.title, item.brand or "", *item.categories]) for item in history]
 
 
 def _stricter(job: _Job, config: Config) -> None:
     """Re-ask with a stricter instruction: a new prompt, so a new cache key."""
-    job.messages = build_messages(job.history, job.frequent, config.data.domain, config.llm.prompt, strict=True)
+    job.messages = build_messages(job.history, job.profile.lines(), config.data.domain, config.llm.prompt, strict=True)
     job.key = cache_key(config.llm.model, TEMPLATE_VERSION[config.llm.prompt], job.messages)
+
+
+def _resampled(job: _Job, config: Config) -> _Job:
+    """The same prompt asked again with sampling: its own cache key (the version names the temperature)."""
+    version = f"{TEMPLATE_VERSION[config.llm.prompt]}+t{config.llm.resample_temperature:g}"
+    return _Job(job.seed, job.history, job.profile, job.messages, cache_key(config.llm.model, version, job.messages),
+                job.history_terms, job.attempts, version=version, temperature=config.llm.resample_temperature)
+
+
+def _parse(jobs: list[_Job], config: Config, catalogue: Catalogue) -> None:
+    for job in jobs:
+        job.attempts += 1
+        job.parsed = parse_rationale(job.completion.text, config.llm.prompt)
+        job.grounding = catalogue.ground(*job.parsed, job.history_terms) if job.parsed else None
+
+
+def _answer(jobs: list[_Job], config: Config, catalogue: Catalogue, backends: dict, cache: ResponseCache,
+            users: dict[int, str], counters: dict, progress: bool) -> None:
+    """Ask, re-ask malformed answers strictly, then re-ask vacuous ones once with sampling."""
+    cfg = config.llm
+    pending = jobs
+    for attempt in range(cfg.parse_retries + 1):
+        _ask(pending, backends, cache, cfg, TEMPLATE_VERSION[cfg.prompt], users, counters, progress)
+        _parse(pending, config, catalogue)
+        pending = [j for j in pending if j.parsed is None]
+        if not pending or attempt == cfg.parse_retries:
+            break
+        for job in pending:
+            _stricter(job, config)
+    vacuous = [job for job in jobs if job.grounding is not None and job.grounding.vacuous]
+    if not vacuous or cfg.resample_temperature <= 0:
+        return
+    again = [_resampled(job, config) for job in vacuous]
+    _ask(again, backends, cache, cfg, again[0].version, users, counters, progress, again[0].temperature)
+    _parse(again, config, catalogue)
+    counters["resampled"] = len(again)
+    for job, retry in zip(vacuous, again):
+        if retry.parsed and not retry.grounding.vacuous:
+            job.__dict__.update(retry.__dict__)
+        else:
+            job.attempts = retry.attempts
 
 
 def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
                         progress: bool = True) -> dict:
-    """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache."""
+    """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache.
+
+    ``llm.source: profile`` writes each rationale from the Step-0 profile without any LLM
+    call (a control: does grounded text of this kind lift at all?).
+    """
     cfg = config.llm
     seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
-    jobs, users = plan_jobs(config, workspace, seeds)
-    version = TEMPLATE_VERSION[cfg.prompt]
+    catalogue = Catalogue(PreparedDataset(workspace.root / "data").items())
+    jobs, users = plan_jobs(config, workspace, seeds, catalogue)
+    counters = {"calls": 0, "cache_hits": 0, "resampled": 0}
+    started = time.perf_counter()
+    if cfg.source == "profile":
+        for job in jobs:
+            job.completion, job.attempts, job.version = Completion("", 0, 0, 0.0), 0, PROFILE_VERSION
+            job.parsed = profile_rationale(job.profile, config.data.domain)
+            job.grounding = catalogue.ground(*job.parsed, job.history_terms)
+        return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, "none")
     backends = {"make": lambda: backend or make_backend(cfg)}
     cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
-    counters = {"calls": 0, "cache_hits": 0}
-    started = time.perf_counter()
     try:
-        pending = jobs
-        for attempt in range(cfg.parse_retries + 1):
-            _ask(pending, backends, cache, cfg, version, users, counters, progress)
-            for job in pending:
-                job.attempts += 1
-                job.parsed = parse_rationale(job.completion.text, cfg.prompt)
-            pending = [j for j in pending if j.parsed is None]
-            if not pending or attempt == cfg.parse_retries:
-                break
-            for job in pending:
-                _stricter(job, config)
+        _answer(jobs, config, catalogue, backends, cache, users, counters, progress)
     finally:
         cache.close()
-    return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, cfg.model, version)
+    return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, cfg.model)
 
 
 def export_batch(config: Config, workspace: Workspace, target: Path, every_user: bool = False,
@@ -166,8 +226,8 @@ def export_batch(config: Config, workspace: Workspace, target: Path, every_user:
     """Write the prompts the cache cannot answer as an OpenAI batch file (for a GPU box or a batch API).
 
     ``every_user`` plans a prompt for every user (per-user inference, the 100% budget) instead
-    of the seeds; ``strict`` adds each prompt's stricter re-ask, so malformed answers need no
-    second round trip.  The final assistant message is a prefill (``continue_final_message``).
+    of the seeds; ``strict`` adds each prompt's stricter re-ask and its sampled re-ask
+    (``llm.resample_temperature``), so malformed and vacuous answers need no second round trip.  The final assistant message is a prefill (``continue_final_message``).
     """
     cfg = config.llm
     if every_user:
@@ -179,20 +239,22 @@ def export_batch(config: Config, workspace: Workspace, target: Path, every_user:
         for job in list(jobs):
             jobs.append(copy.copy(job))
             _stricter(jobs[-1], config)
+            if cfg.resample_temperature > 0:
+                jobs.append(_resampled(job, config))
     cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
     try:
         known = cache.get([job.key for job in jobs])
     finally:
         cache.close()
-    metadata = {"template_version": TEMPLATE_VERSION[cfg.prompt], "model": cfg.model}
     written = set()
     with atomic_path(target) as tmp, tmp.open("w") as out:
         for job in jobs:
             if job.key in known or job.key in written:
                 continue
             written.add(job.key)
-            body = {"model": cfg.model, "messages": job.messages, "max_tokens": cfg.max_new_tokens, "temperature": 0,
-                    "user": users[job.seed], "metadata": metadata,
+            body = {"model": cfg.model, "messages": job.messages, "max_tokens": cfg.max_new_tokens,
+                    "temperature": job.temperature, "user": users[job.seed],
+                    "metadata": {"template_version": job.version, "model": cfg.model},
                     "continue_final_message": job.messages[-1]["role"] == "assistant"}
             out.write(json.dumps({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions",
                                   "body": body}, ensure_ascii=False) + "\n")
@@ -231,26 +293,34 @@ def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
 
 
 def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jobs: list[_Job], counters: dict,
-                   seconds: float, model: str, version: str) -> dict:
+                   seconds: float, model: str) -> dict:
     cfg = config.llm
+    grounded = [j.grounding for j in jobs]
     frame = pd.DataFrame({
         "user_idx": [j.seed for j in jobs], "user_id": seeds["user_id"].astype(str).to_numpy(),
         "status": ["ok" if j.parsed else "failed" for j in jobs],
         "step1": [j.parsed[0] if j.parsed else "" for j in jobs],
         "step2": [j.parsed[1] if j.parsed else "" for j in jobs],
+        "grounding": [g.score if g else 0.0 for g in grounded],
+        "vacuous": [g.vacuous if g else True for g in grounded],
+        "from_history": [g.from_history if g else 0.0 for g in grounded],
+        "terms": [list(g.terms) if g else [] for g in grounded],
         "response": [j.completion.text for j in jobs], "attempts": [j.attempts for j in jobs],
         "prompt_tokens": [j.completion.prompt_tokens for j in jobs],
         "completion_tokens": [j.completion.completion_tokens for j in jobs],
-        "llm_seconds": [j.completion.seconds for j in jobs], "model": model, "template_version": version,
-        "created_at": pd.Timestamp.now(tz="UTC")})
+        "llm_seconds": [j.completion.seconds for j in jobs], "model": model,
+        "template_version": [j.version for j in jobs], "created_at": pd.Timestamp.now(tz="UTC")})
     write_table(frame, workspace.path("pool", "rationales.parquet"))
     n_users = PreparedDataset(workspace.root / "data").n_users
     tokens_in, tokens_out = int(frame["prompt_tokens"].sum()), int(frame["completion_tokens"].sum())
     cost = tokens_in / 1000 * cfg.usd_per_1k_prompt_tokens + tokens_out / 1000 * cfg.usd_per_1k_completion_tokens
     scale = n_users / max(len(frame), 1)
+    parsed = frame[frame["status"] == "ok"]
     summary = {
-        "model": model, "template_version": version, "seeds": len(frame), "users": n_users,
-        "ok": int((frame["status"] == "ok").sum()), "failed": int((frame["status"] == "failed").sum()),
+        "model": model, "source": cfg.source, "template_version": PROFILE_VERSION if cfg.source == "profile" else
+        TEMPLATE_VERSION[cfg.prompt], "seeds": len(frame), "users": n_users,
+        "ok": len(parsed), "failed": int((frame["status"] == "failed").sum()),
+        **grounding_summary(parsed), "resampled": counters["resampled"],
         "calls": counters["calls"], "cache_hits": counters["cache_hits"], "wall_seconds": round(seconds, 2),
         "prompt_tokens": tokens_in, "completion_tokens": tokens_out,
         "llm_seconds": round(float(frame["llm_seconds"].sum()), 2), "estimated_usd": round(cost, 4),

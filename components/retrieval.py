@@ -4,7 +4,8 @@ The bulk path loads the pool's seed vectors once and streams users through block
 matrix products (cosine = dot product of unit vectors), so memory is one block of users
 times the pool, whatever the number of users.  ``pool.top_k > 1`` mixes the k nearest
 seeds' rationale embeddings weighted by similarity (the paper's limitation (i),
-diversity).  Cold users (no training history) carry the encoder's crowd vector and so
+diversity).  ``pool.assignment: shuffled`` gives each user a pseudo-random pool entry
+instead: a control that tells whether the assignment carries the lift.  Cold users (no training history) carry the encoder's crowd vector and so
 receive the rationale of the seed nearest the crowd's taste (limitation (iii)).
 
 Output ``features/user_rationale_embedding.parquet``: user_id, user_idx,
@@ -51,6 +52,13 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1,
         best = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
     norms = np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
     return best, np.clip(np.take_along_axis(sims, best, 1) / norms, -1.0, 1.0)  # float rounding can pass 1
+
+
+def shuffled_seeds(users: np.ndarray, n_seeds: int, seed: int) -> np.ndarray:
+    """A pseudo-random pool entry for each user index (the ``shuffled`` control): the same in every shard."""
+    mixed = (users.astype(np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= mixed >> np.uint64(31)
+    return (mixed % np.uint64(n_seeds)).astype(np.int64)[:, None]
 
 
 def mix(rationales: np.ndarray, index: np.ndarray, similarity: np.ndarray) -> np.ndarray:
@@ -108,7 +116,12 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
         pending, buffer = None, np.empty((block, len(seed_vectors)), np.float32)
         for batch in user_batches(source, block, shard):
-            index, similarity = nearest_seeds(vectors_of(batch.column("vector"), copy=False), seed_vectors, k, buffer)
+            vectors = vectors_of(batch.column("vector"), copy=False)
+            if config.pool.assignment == "shuffled":
+                index = shuffled_seeds(batch.column("user_idx").to_numpy(), len(seed_vectors), config.seed)
+                similarity = (unit_rows(vectors) * seed_vectors[index[:, 0]]).sum(1, keepdims=True)
+            else:
+                index, similarity = nearest_seeds(vectors, seed_vectors, k, buffer)
             n = batch.num_rows
             table = pa.Table.from_arrays([
                 batch.column("user_id"), batch.column("user_idx"),

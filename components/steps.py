@@ -87,7 +87,7 @@ def _section(config: Config, dotted: str) -> object:
 
 def record_name(config: Config, name: str) -> str:
     """The record's name: rankers keep one per backbone and variant, other steps one per workspace."""
-    return f"{name}-{config.ranker.backbone}-{config.ranker.variant}" if name == "train_ranker" else name
+    return f"{name}-{config.ranker.run_name}" if name == "train_ranker" else name
 
 
 def _record_path(workspace: Workspace, name: str):

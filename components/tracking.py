@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from components.config import Config
+from components.config import Config, RankerSettings
 from components.workspace import Workspace, read_json
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
@@ -55,9 +55,10 @@ def pool_context(workspace: Workspace) -> dict:
     summary = read_json(summary_path)
     context = {"llm_model": summary["model"], "template_version": summary["template_version"],
                "seeds": summary["seeds"], "seed_fraction": round(summary["seeds"] / max(summary["users"], 1), 4),
-               "llm_calls": summary["seeds"], "llm_prompt_tokens": summary["prompt_tokens"],
+               "llm_calls": 0 if summary.get("source") == "profile" else summary["seeds"], "llm_prompt_tokens": summary["prompt_tokens"],
                "llm_completion_tokens": summary["completion_tokens"], "llm_seconds": summary["llm_seconds"],
-               "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"]}
+               "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"],
+               **{k: summary[k] for k in ("mean_grounding", "vacuous_share") if k in summary}}
     current = workspace.root / "pool" / "current.json"
     if current.exists():
         context["pool_version"] = read_json(current)["version"]
@@ -65,11 +66,25 @@ def pool_context(workspace: Workspace) -> dict:
 
 
 def ranker_params(config: Config, workspace: Workspace) -> dict:
-    params = {f"ranker.{k}": v for k, v in config.ranker.model_dump().items()}
-    params.update({"dataset": config.name, "data_hash": data_hash(workspace), "seed": config.seed,
+    """The ranker's configuration, the settings it trained with (defaults, tuned values and overrides
+    resolved), and what its data and pool were."""
+    from components.ranker import ranker_settings
+
+    given = config.ranker.model_dump(exclude={"tuned", *RankerSettings.model_fields})
+    params = {f"ranker.{k}": v for k, v in given.items()}
+    params.update({f"ranker.{k}": v for k, v in ranker_settings(config.ranker).items()})
+    params.update({"control": control_label(config), "dataset": config.name, "data_hash": data_hash(workspace), "seed": config.seed,
                    "seeds.strategy": config.seeds.strategy, "seeds.budget": config.seeds.budget,
                    "llm.prompt": config.llm.prompt})
     return params
+
+
+def control_label(config: Config) -> str:
+    """'none', or which control the run is: shuffled assignment, profile rationales, seed vectors."""
+    controls = [name for name, on in (("shuffled", config.pool.assignment == "shuffled"),
+                                      ("profile", config.llm.source == "profile"),
+                                      ("seed_vector", config.ranker.variant == "seed_vector")) if on]
+    return "+".join(controls) or "none"
 
 
 def log_ranker_run(config: Config, workspace: Workspace, result: dict, metrics_file: Path) -> None:

@@ -404,6 +404,9 @@ def experiments() -> None:
 
 def _experiment_options(function):
     function = click.option("--epochs", type=int, default=None, help="Most epochs per ranker.")(function)
+    function = click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+                            help="Training seeds per cell: mean ± sd, paired tests on seed-averaged per-user "
+                                 "metrics.")(function)
     return click.option("--backbones", default=None, help="Comma-separated backbones (default: the study's).")(function)
 
 
@@ -415,12 +418,12 @@ def _names(value: str | None, default: tuple) -> tuple:
 @_experiment_options
 @click.option("--variants", default=None, help="Comma-separated variants (default: id,item_text,reland).")
 @click.pass_obj
-def experiments_table2(obj: _Context, backbones, epochs, variants) -> None:
+def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> None:
     """Every backbone x variant, with paired t-tests; registers the best ranker in the model registry."""
     from components.experiments import BACKBONES, VARIANTS, table2
 
     frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONES),
-                   _names(variants, VARIANTS), obj.progress)
+                   _names(variants, VARIANTS), obj.progress, repeats=repeats)
     click.echo(frame.to_string(index=False))
 
 
@@ -428,26 +431,63 @@ def experiments_table2(obj: _Context, backbones, epochs, variants) -> None:
 @_experiment_options
 @click.option("--budgets", default=None, help="Comma-separated seed budgets (default: 0.01,...,1.0).")
 @click.pass_obj
-def experiments_sweep(obj: _Context, backbones, epochs, budgets) -> None:
+def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> None:
     """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
     from components.experiments import BUDGETS, seed_sweep
 
     chosen = tuple(float(b) for b in _names(budgets, BUDGETS))
     frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
-                       _names(backbones, ("sasrec", "lightgcn")), obj.progress)
+                       _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
     click.echo(frame.to_string(index=False))
 
 
 @experiments.command("ablations")
 @_experiment_options
 @click.pass_obj
-def experiments_ablations(obj: _Context, backbones, epochs) -> None:
+def experiments_ablations(obj: _Context, backbones, epochs, repeats) -> None:
     """RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds) and w/o i.f. (no item text)."""
     from components.experiments import ablations
 
     frame = ablations(obj.config(**_ranker_overrides(epochs)), obj.workspace,
-                      _names(backbones, ("sasrec", "lightgcn")), obj.progress)
+                      _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
     click.echo(frame.to_string(index=False))
+
+
+@experiments.command("controls")
+@_experiment_options
+@click.pass_obj
+def experiments_controls(obj: _Context, backbones, epochs, repeats) -> None:
+    """What carries RELAND's effect: controls with shuffled assignment, profile text (no LLM), seed vectors.
+
+    Each control runs through the same pool, retrieval, Feast and fusion path as RELAND and is
+    compared with +f_item and with RELAND (MLflow experiment 'controls-<dataset>').
+    """
+    from components.experiments import controls
+
+    frame = controls(obj.config(**_ranker_overrides(epochs)), obj.workspace,
+                     _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
+    click.echo(frame.to_string(index=False))
+
+
+@experiments.command("tune")
+@click.option("--backbone", type=BACKBONE_CHOICE, default=None, help="Backbone (default: the config's).")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help="Variant (default: the config's).")
+@click.option("--trials", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="Settings tried in all (a resumed search counts the finished ones).")
+@click.option("--epochs", type=int, default=None, help="Most epochs per trial.")
+@click.pass_obj
+def experiments_tune(obj: _Context, backbone, variant, trials, epochs) -> None:
+    """Search the backbone's (and the fusion's) settings on the validation split with Optuna.
+
+    Writes the best values to WORKSPACE/tuning/tuned.yaml; pass it to any study with --config.
+    """
+    from pipelines.tuning import tune
+
+    config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant))
+    result = tune(config, obj.workspace, trials, obj.progress)
+    click.echo(f"{result['key']}: best validation NDCG@10 {result['best_valid_ndcg@10']:.4f} after "
+               f"{result['trials']} trials with {result['best']}")
+    click.echo(f"written to {result['file']}; use it with: reland -w {obj.workspace.root} --config {result['file']} …")
 
 
 @cli.group("pipelines")

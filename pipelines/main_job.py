@@ -77,6 +77,9 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         label = "with rationales (RELAND)" if variant == "reland" else "without rationales (+f_item)"
         echo(f"ranker {ranker['backbone']} {label}: test NDCG@10 {ranker['test_ndcg@10']:.4f}, "
              f"HR@10 {ranker['test_hit@10']:.4f} ({ranker['test_users']:,} users)")
+    verdict = _lift_verdict(rankers, results, workspace, pool)
+    if verdict:
+        echo(verdict)
     model_uri = _register_best(rankers, results, workspace, started_at)
     echo(f"registered ranker: {model_uri}")
     echo(f"look again: reland -w {workspace.root} features show {sample}")
@@ -87,6 +90,22 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     write_json(workspace.path("", "run.json"), summary)
     echo(f"== done in {summary['wall_seconds']:.0f}s; every artefact is under {workspace.root}")
     return summary
+
+
+def _lift_verdict(rankers: dict[str, Config], results: dict, workspace: Workspace, pool: dict) -> str | None:
+    """One line saying why, when RELAND lands below +f_item: whether the gap is significant, and the pool."""
+    from components.experiments import paired_p_value
+    from components.ranker import load_per_user
+
+    base, fused = (results[record_name(rankers[v], "train_ranker")] for v in RANKER_VARIANTS)
+    if fused["test_ndcg@10"] >= base["test_ndcg@10"]:
+        return None
+    p = paired_p_value(*(load_per_user(workspace, r["ranker"]) for r in (fused, base)), "ndcg@10")
+    grounding = pool.get("kept", {})
+    return (f"RELAND is below +f_item here by {1 - fused['test_ndcg@10'] / base['test_ndcg@10']:.1%} NDCG@10, "
+            f"{'significant' if p < 0.05 else 'not significant'} (paired p = {p:.2f}, one training seed); "
+            f"the pool has {pool['size']:,} rationales, mean grounding {grounding.get('mean_grounding', 0):.2f}: "
+            "see docs/results.md")
 
 
 def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspace, started_at: float) -> str:

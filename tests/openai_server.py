@@ -20,6 +20,7 @@ class FakeOpenAI:
         self.fail_after: int | None = None  # answer 500 to every request once this many have succeeded
         self.delay_s = 0.0
         self.malformed_unless_strict = False
+        self.vacuous_unless_sampled = False  # greedy answers name nothing; sampled ones name the history
         self.lock = threading.Lock()
         self.succeeded = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -34,6 +35,9 @@ class FakeOpenAI:
         items = [line[2:].split(" (")[0] for line in prompt.splitlines() if line.startswith("- ")]
         if self.malformed_unless_strict and "exactly those lines" not in body["messages"][0]["content"]:
             return "I like turtles."
+        if self.vacuous_unless_sampled and not body.get("temperature"):
+            return ("Step 1 - Preferences: The customer likes the brand, product type, and category.\n"
+                    "Step 2 - Recommendations: the most popular products in the most popular categories.")
         return (f"Step 1 - Preferences: The customer likes {items[-1] if items else 'things'} and similar items.\n"
                 f"Step 2 - Recommendations: more like {', '.join(items[-2:]) or 'bestsellers'}.")
 

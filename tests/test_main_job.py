@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -75,6 +76,22 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert "pipeline reasoning_pool (kfp.local.SubprocessRunner)" in output
     assert "Feast get_online_features(ranker" in output
     assert "with rationales (RELAND): test NDCG@10" in output and "without rationales (+f_item)" in output
+    ndcg = {label: float(re.search(rf"{re.escape(label)}: test NDCG@10 ([0-9.]+)", output).group(1))
+            for label in ("with rationales (RELAND)", "without rationales (+f_item)")}
+    below = ndcg["with rationales (RELAND)"] < ndcg["without rationales (+f_item)"]
+    assert below == ("RELAND is below +f_item here" in output), output  # said, in one line, only when it is
     summary = json.loads((workspace / "pool" / "rationales.json").read_text())
     assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
     assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)
+
+    controls = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config",
+                               str(config), "experiments", "controls", "--backbones", "lightgcn", "--epochs", "1"],
+                              cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                              timeout=300)
+    assert controls.returncode == 0, controls.stdout + controls.stderr
+    for label in ("+f_item", "RELAND", "control: seed vector", "control: shuffled", "control: profile"):
+        assert label in controls.stdout, controls.stdout
+    profile = json.loads((workspace / "studies" / "control-profile" / "pool" / "rationales.json").read_text())
+    assert profile["calls"] == 0 and profile["source"] == "profile", "the profile control asks no LLM"
+    shuffled = json.loads((workspace / "studies" / "control-shuffled" / "pool" / "rationales.json").read_text())
+    assert shuffled["calls"] == 0, "the shuffled control reuses the answers already paid for"

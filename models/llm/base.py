@@ -21,8 +21,11 @@ class LLMBackend(ABC):
 
     @abstractmethod
     def complete(self, conversations: list[list[dict]], max_new_tokens: int, users: list[str] | None = None,
-                 on_completion: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+                 on_completion: Callable[[int, Completion], None] | None = None,
+                 temperature: float = 0.0) -> list[Completion]:
         """One completion per conversation, in order; ``users`` are pseudonyms for the provider's logs.
+
+        ``temperature`` 0 decodes greedily; above 0 samples (reproducibly where the backend can).
 
         ``on_completion(index, completion)`` is called as each answer arrives, so a caller can
         persist it before a later failure in the same batch.

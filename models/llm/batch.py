@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import groupby
 from pathlib import Path
 
 from models.llm.base import Completion
@@ -45,17 +46,25 @@ def run_batch(requests: Path, results: Path, backend: LocalBackend, chunk: int =
     done = answered(results)
     with requests.open() as handle:
         pending = [line for line in map(json.loads, filter(str.strip, handle)) if line["custom_id"] not in done]
-    pending.sort(key=lambda r: len(json.dumps(r["body"]["messages"])))  # similar lengths pad less
+    def temperature(request: dict) -> float:
+        return request["body"].get("temperature", 0)
+
+    # One temperature per chunk (greedy first); similar lengths pad less.
+    pending.sort(key=lambda r: (temperature(r), len(json.dumps(r["body"]["messages"]))))
+    groups = [list(group) for _, group in groupby(pending, key=temperature)]
+    parts = [group[i: i + chunk] for group in groups for i in range(0, len(group), chunk)]
+    done_now = 0
     with results.open("a") as out:
-        for start in range(0, len(pending), chunk):
-            part = pending[start: start + chunk]
-            completions = backend.complete([r["body"]["messages"] for r in part], part[0]["body"]["max_tokens"])
+        for part in parts:
+            completions = backend.complete([r["body"]["messages"] for r in part], part[0]["body"]["max_tokens"],
+                                           temperature=temperature(part[0]))
             for request, completion in zip(part, completions):
                 last = request["body"]["messages"][-1]
                 prefill = last["content"] if last["role"] == "assistant" else ""
                 out.write(json.dumps(result_line(request["custom_id"], backend.name, prefill, completion)) + "\n")
             out.flush()
-            print(f"answered {min(start + chunk, len(pending)):,} / {len(pending):,}", flush=True)
+            done_now += len(part)
+            print(f"answered {done_now:,} / {len(pending):,}", flush=True)
     return len(pending)
 
 

@@ -1,4 +1,4 @@
-"""Local generation with transformers: batched, left-padded, greedy decoding."""
+"""Local generation with transformers: batched, left-padded, greedy decoding (or seeded sampling)."""
 from __future__ import annotations
 
 import importlib.util
@@ -57,7 +57,7 @@ class LocalBackend(LLMBackend):
         self.name = name or (gguf or folder.name)
 
     @torch.no_grad()
-    def complete(self, conversations, max_new_tokens, users=None, on_completion=None) -> list[Completion]:
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None, temperature=0.0) -> list[Completion]:
         rendered = [render(self.tokenizer, c) for c in conversations]
         texts = [text for text, _ in rendered]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
@@ -69,7 +69,10 @@ class LocalBackend(LLMBackend):
             prompt_length = encoded["input_ids"].shape[1]
             stop = (StoppingCriteriaList([_StopAfterLines(self.tokenizer, prompt_length, self.stop_after_lines)])
                     if self.stop_after_lines else None)
-            output = self.model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+            if temperature > 0:
+                torch.manual_seed(start)  # sampled answers are reproducible batch by batch
+            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+            output = self.model.generate(**encoded, max_new_tokens=max_new_tokens, **sampling,
                                          pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stop)
             seconds = (time.perf_counter() - started) / len(batch)
             new_tokens = output[:, encoded["input_ids"].shape[1]:]

@@ -33,10 +33,10 @@ class OpenAIBackend(LLMBackend):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout_s)
 
-    def _one(self, messages: list[dict], max_new_tokens: int, user: str | None) -> Completion:
+    def _one(self, messages: list[dict], max_new_tokens: int, user: str | None, temperature: float) -> Completion:
         if messages[-1]["role"] == "assistant":  # an answer prefill is a local-model aid; servers answer afresh
             messages = messages[:-1]
-        body = {"model": self.name, "messages": messages, "max_tokens": max_new_tokens, "temperature": 0}
+        body = {"model": self.name, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
         if user:
             body["user"] = user
         for attempt in range(self.max_retries + 1):
@@ -60,11 +60,11 @@ class OpenAIBackend(LLMBackend):
                 time.sleep(self.backoff_s * 2 ** attempt)
         raise LLMServerError(f"{self.url}: gave up after {self.max_retries + 1} attempts ({failure})")
 
-    def complete(self, conversations, max_new_tokens, users=None, on_completion=None) -> list[Completion]:
+    def complete(self, conversations, max_new_tokens, users=None, on_completion=None, temperature=0.0) -> list[Completion]:
         users = users or [None] * len(conversations)
         results: list[Completion | None] = [None] * len(conversations)
         with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = {pool.submit(self._one, c, max_new_tokens, u): i for i, (c, u) in enumerate(zip(conversations, users))}
+            futures = {pool.submit(self._one, c, max_new_tokens, u, temperature): i for i, (c, u) in enumerate(zip(conversations, users))}
             for future in as_completed(futures):  # a failure surfaces only after the others are kept
                 index = futures[future]
                 if future.exception() is None:

@@ -7,6 +7,7 @@ on the user side (Eq. 5).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -38,21 +39,34 @@ class ItemInput(nn.Module):
 
 
 class RationaleFusion(nn.Module):
-    """Eq. (5): z_u = Linear(TextEncoder(r_u)); [α1, α2] = softmax([e_u·W, z_u·W]); e'_u = α1 e_u + α2 z_u."""
+    """Eq. (5): z_u = Linear(TextEncoder(r_u)); [α1, α2] = softmax([e_u·W, z_u·W]); e'_u = α1 e_u + α2 z_u.
 
-    def __init__(self, rationales: torch.Tensor, dim: int):
+    z_u is one vector per user, shared by every training position of a sequence, so the
+    fusion can act as a second user-ID embedding and overfit.  Three regularisers stop that
+    (all active in training only, none changes the form of Eq. 5): ``input_dropout`` on the
+    rationale embedding, ``dropout`` on z_u, and ``gate_bias``, a learnt offset of e_u's
+    attention logit that starts the gate towards e_u (α1 = sigmoid(gate_bias) for equal
+    logits).  Weight decay on the fusion's parameters is the trainer's (its own parameter group).
+    """
+
+    def __init__(self, rationales: torch.Tensor, dim: int, dropout: float = 0.0, input_dropout: float = 0.0,
+                 gate_bias: float = 0.0):
         super().__init__()
         self.register_buffer("rationales", rationales.float())
         self.to_user = nn.Linear(rationales.shape[1], dim)
         self.attention = nn.Linear(dim, 1, bias=False)
+        self.gate_bias = nn.Parameter(torch.tensor([gate_bias, 0.0]))
+        self.input_dropout, self.dropout = nn.Dropout(input_dropout), nn.Dropout(dropout)
 
     def project(self, users: torch.Tensor, rationales: torch.Tensor | None = None) -> torch.Tensor:
         """z_u for ``users``: from the training-time table, or from ``rationales`` rows (as when serving)."""
-        return self.to_user(self.rationales[users] if rationales is None else rationales)
+        source = self.rationales[users] if rationales is None else rationales
+        return self.dropout(self.to_user(self.input_dropout(source)))
 
     def mix(self, user_vectors: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused vectors and the attention weights (rows × 2, each row sums to 1)."""
-        weights = torch.softmax(torch.cat([self.attention(user_vectors), self.attention(z)], dim=1), dim=1)
+        logits = torch.cat([self.attention(user_vectors), self.attention(z)], dim=1) + self.gate_bias
+        weights = torch.softmax(logits, dim=1)
         return weights[:, :1] * user_vectors + weights[:, 1:] * z, weights
 
     def forward(self, users: torch.Tensor, user_vectors: torch.Tensor,
@@ -68,13 +82,18 @@ class Recommender(nn.Module, ABC):
     """
 
     family: str  # "cf" (BPR over user-item pairs) or "seq" (cross-entropy over the next item)
+    # The backbone's own settings (RecBole's published values): constructor arguments and the
+    # trainer's lr / weight_decay.  Configuration and tuning override them; unknown keys are errors.
+    defaults: ClassVar[dict[str, float | int]] = {"lr": 1e-3, "weight_decay": 0.0}
+    needs_adjacency: ClassVar[bool] = False  # graph backbones propagate over the training interactions
 
     max_len = 50  # recent items in a serving row (sequential backbones read them; others ignore them)
 
-    def __init__(self, n_users: int, n_items: int, dim: int, rationales: torch.Tensor | None):
+    def __init__(self, n_users: int, n_items: int, dim: int, rationales: torch.Tensor | None,
+                 fusion: dict | None = None):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
-        self.fusion = RationaleFusion(rationales, self.user_dim) if rationales is not None else None
+        self.fusion = RationaleFusion(rationales, self.user_dim, **(fusion or {})) if rationales is not None else None
         self.text_dim = rationales.shape[1] if rationales is not None else 0
 
     @property

@@ -41,8 +41,11 @@ class NeuMF(PairwiseRecommender):
     The user vector is [GMF half ; MLP half], so the fusion layer mixes rationales into both.
     """
 
-    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, dropout: float = 0.1, **_):
-        super().__init__(n_users, n_items, dim, rationales)
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1}
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, dropout: float = 0.1,
+                 fusion: dict | None = None):
+        super().__init__(n_users, n_items, dim, rationales, fusion)
         self.users = nn.Embedding(n_users, 2 * dim)
         nn.init.normal_(self.users.weight, std=0.1)
         self.items = ItemInput(n_items, 2 * dim, item_text)
@@ -82,9 +85,12 @@ class NeuMF(PairwiseRecommender):
 class _GraphRecommender(PairwiseRecommender):
     """Shared by NGCF and LightGCN: layer-0 embeddings of users and items, and the normalised adjacency."""
 
-    def __init__(self, n_users, n_items, dim, rationales, item_text, adjacency: torch.Tensor, layers: int):
+    needs_adjacency = True
+
+    def __init__(self, n_users, n_items, dim, rationales, item_text, adjacency: torch.Tensor, layers: int,
+                 fusion: dict | None):
         self.layers = layers
-        super().__init__(n_users, n_items, dim, rationales)
+        super().__init__(n_users, n_items, dim, rationales, fusion)
         self.users = nn.Embedding(n_users, dim)
         nn.init.normal_(self.users.weight, std=0.1)
         self.items = ItemInput(n_items, dim, item_text)
@@ -102,8 +108,11 @@ class _GraphRecommender(PairwiseRecommender):
 class LightGCN(_GraphRecommender):
     """Mean of the layer-0 embeddings and their 1..L-hop smoothings, no weights or activations (He et al., 2020)."""
 
-    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 2, **_):
-        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers)
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "layers": 2}
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 2,
+                 fusion: dict | None = None):
+        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers, fusion)
 
     def propagate(self, layer0):
         outputs, current = [layer0], layer0
@@ -116,9 +125,11 @@ class LightGCN(_GraphRecommender):
 class NGCF(_GraphRecommender):
     """Per layer: LeakyReLU(W1 (L + I) E + W2 (L E ⊙ E)), dropout, L2-normalised; layers concatenated (Wang et al., 2019)."""
 
-    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 2,
-                 dropout: float = 0.1, **_):
-        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers)
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "layers": 3, "dropout": 0.1}
+
+    def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, adjacency=None, layers: int = 3,
+                 dropout: float = 0.1, fusion: dict | None = None):
+        super().__init__(n_users, n_items, dim, rationales, item_text, adjacency, layers, fusion)
         self.sum_layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
         self.product_layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)

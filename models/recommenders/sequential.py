@@ -18,8 +18,9 @@ from models.recommenders.base import ItemInput, Recommender
 class SequentialRecommender(Recommender):
     family = "seq"
 
-    def __init__(self, n_users, n_items, dim, rationales, item_text, max_len: int, dropout: float):
-        super().__init__(n_users, n_items, dim, rationales)
+    def __init__(self, n_users, n_items, dim, rationales, item_text, max_len: int, dropout: float,
+                 fusion: dict | None):
+        super().__init__(n_users, n_items, dim, rationales, fusion)
         self.max_len = max_len
         self.items = ItemInput(n_items, dim, item_text, padding=True)
         self.dropout = nn.Dropout(dropout)
@@ -77,9 +78,11 @@ class SequentialRecommender(Recommender):
 class GRU4Rec(SequentialRecommender):
     """Embedding dropout, one GRU layer, a dense projection (Hidasi et al., 2016, RecBole's variant)."""
 
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.3}
+
     def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, max_len: int = 50,
-                 dropout: float = 0.3, **_):
-        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout)
+                 dropout: float = 0.3, fusion: dict | None = None):
+        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout, fusion)
         self.gru = nn.GRU(dim, dim, batch_first=True)
         self.dense = nn.Linear(dim, dim)
 
@@ -91,9 +94,11 @@ class GRU4Rec(SequentialRecommender):
 class SASRec(SequentialRecommender):
     """Causal self-attention over item + position embeddings (Kang & McAuley, 2018; RecBole defaults)."""
 
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.5, "layers": 2, "heads": 2}
+
     def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, max_len: int = 50,
-                 dropout: float = 0.5, layers: int = 2, heads: int = 2, **_):
-        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout)
+                 dropout: float = 0.5, layers: int = 2, heads: int = 2, fusion: dict | None = None):
+        super().__init__(n_users, n_items, dim, rationales, item_text, max_len, dropout, fusion)
         self.positions = nn.Embedding(max_len, dim)
         nn.init.normal_(self.positions.weight, std=0.02)
         self.norm = nn.LayerNorm(dim, eps=1e-12)
@@ -116,6 +121,8 @@ class DuoRec(SASRec):
     (``batch["partner"]``), encoded with its own dropout; the other rows of the batch are the
     negatives (InfoNCE over the windows' last representations, dot-product similarity).
     """
+
+    defaults = {**SASRec.defaults, "contrast_weight": 0.1, "temperature": 1.0}
 
     def __init__(self, *args, contrast_weight: float = 0.1, temperature: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
