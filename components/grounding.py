@@ -2,7 +2,7 @@
 
 A rationale is split into mentions (its comma-, "and"- or sentence-separated phrases); a
 mention is *grounded* when it contains a catalogue term: a brand, a category (or genre),
-or a three-word phrase of an item title.  Terms carried by more than half of the
+a three-word phrase of an item title, or a whole title shorter than that.  Terms carried by more than half of the
 catalogue ("Beauty" for a beauty shop) say nothing about a user and do not count.
 
 * ``score``: the share of mentions that are grounded;
@@ -63,8 +63,10 @@ class Catalogue:
     def __init__(self, items: pd.DataFrame):
         n = max(len(items), 1)
         names: dict[tuple[str, ...], int] = {}
-        for brand, categories in zip(items["brand"], items["categories"]):
+        for title, brand, categories in zip(items["title"], items["brand"], items["categories"]):
             found = {tuple(words(b)) for b in [brand or ""] if words(b)}
+            if 0 < len(words(title or "")) < PHRASE:  # a short title ("Jaws", "Top Gun") is a name of its own
+                found.add(tuple(words(title)))
             found |= {tuple(words(c)) for c in (categories if categories is not None else []) if words(c)}
             for term in found:
                 names[term] = names.get(term, 0) + 1

@@ -35,7 +35,7 @@ KS = (10, 20)
 
 
 # The fusion's regularisers, chosen on the validation split (docs/results.md); Eq. (5) is unchanged.
-FUSION_DEFAULTS = {"fusion_dropout": 0.0, "fusion_input_dropout": 0.0, "fusion_weight_decay": 0.0, "gate_bias": 0.0}
+FUSION_DEFAULTS = {"fusion_dropout": 0.5, "fusion_input_dropout": 0.0, "fusion_weight_decay": 1e-4, "gate_bias": 2.0}
 
 
 def ranker_settings(cfg: RankerConfig) -> dict[str, float | int]:
@@ -46,6 +46,14 @@ def ranker_settings(cfg: RankerConfig) -> dict[str, float | int]:
             given = layer.model_dump(include=set(RankerSettings.model_fields), exclude_none=True)
             settings.update({k: v for k, v in given.items() if k in settings})
     return settings
+
+
+def resolved_settings(config: Config) -> dict[str, float | int]:
+    """What ``train_ranker`` trains with beyond the configuration's text (part of its step fingerprint);
+    the fusion's settings only for variants that fuse."""
+    settings = ranker_settings(config.ranker)
+    fused = VARIANT_INPUTS[config.ranker.variant][1] is not None
+    return {k: v for k, v in settings.items() if fused or k not in FUSION_DEFAULTS}
 
 
 def training_device(cfg: RankerConfig) -> torch.device:

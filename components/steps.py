@@ -30,6 +30,7 @@ class Step:
     after: tuple[str, ...]  # upstream steps whose results it reads
     writes: tuple[str, ...]  # workspace files it produces
     updated_later: tuple[str, ...] = ()  # outputs later steps modify (Feast's registry): only their presence counts
+    derived: str | None = None  # "module:function" of the config: settings resolved in code (a model's defaults)
 
     def run(self, config: Config, workspace: Workspace, progress: bool) -> object:
         """Import the step function only when it runs (a task process loads what its step needs)."""
@@ -74,7 +75,7 @@ STEPS: dict[str, Step] = {step.name: step for step in [
          ("retrieve_rationales", "embed_item_text"), ("features/registry.db",), updated_later=("features/registry.db",)),
     Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
     Step("train_ranker", "components.steps:tracked_ranker_run", ("seed", "ranker", "data.max_seq_len"),
-         ("apply_features",), ()),
+         ("apply_features",), (), derived="components.ranker:resolved_settings"),
 ]}
 
 
@@ -119,13 +120,17 @@ def result_id(workspace: Workspace, step: Step) -> str | None:
 def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
     """What the step's result depends on: its configuration sections and its inputs' fingerprints and result ids.
 
-    Upstream fingerprints make a change propagate past outputs hashed by presence (the Feast registry).
+    Upstream fingerprints make a change propagate past outputs hashed by presence (the Feast registry);
+    a step's ``derived`` settings (a ranker's resolved defaults) count as configuration.
     """
     upstream = {}
     for name in step.after:
         record = _record(workspace, name)
         upstream[name] = [record["fingerprint"], record["result_id"]] if record else None
     payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
+    if step.derived:  # a changed default (declared with a model, not in the configuration) makes the step stale
+        module, name = step.derived.split(":")
+        payload["derived"] = getattr(importlib.import_module(module), name)(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -380,9 +380,12 @@ def ranker() -> None:
               help="id | item_text (+f_item) | reland (+f_item and Eq. 5 fusion) | rationale_only (w/o i.f.) "
                    "| seed_vector (+f_item fusing the seed's behaviour vector: no-LLM control).")
 @click.option("--epochs", type=int, default=None, help="Most epochs (early stopping on validation NDCG@10).")
+@click.option("--repeat", type=click.IntRange(0, 19), default=None,
+              help="Repeat index k: trains with seed + k into ranker/<backbone>-<variant>-r<k> (what --repeats "
+                   "of a study trains; parallel processes can fill a study this way).")
 @click.option("--retrain", is_flag=True, help="Train again even if this configuration is already trained.")
 @click.pass_obj
-def ranker_train(obj: _Context, backbone, variant, epochs, retrain) -> None:
+def ranker_train(obj: _Context, backbone, variant, epochs, repeat, retrain) -> None:
     """Train one ranker, test it by full ranking, track the run in MLflow (experiment 'rankers-<dataset>').
 
     A ranker already trained with the same configuration and features is logged again, not retrained.
@@ -390,7 +393,7 @@ def ranker_train(obj: _Context, backbone, variant, epochs, retrain) -> None:
     from components.experiments import tracked_ranker
     from components.tracking import use_experiment
 
-    config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant))
+    config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant, repeat=repeat))
     use_experiment(obj.workspace, f"rankers-{config.name}")
     result = tracked_ranker(config, obj.workspace, obj.progress, retrain=retrain)
     click.echo(f"{result['ranker']}: test NDCG@10 {result['test_ndcg@10']:.4f}, HR@10 {result['test_hit@10']:.4f} "
@@ -448,8 +451,13 @@ def experiments_ablations(obj: _Context, backbones, epochs, repeats) -> None:
     """RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds) and w/o i.f. (no item text)."""
     from components.experiments import ablations
 
-    frame = ablations(obj.config(**_ranker_overrides(epochs)), obj.workspace,
-                      _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
+    _run_backbone_study(obj, ablations, backbones, epochs, repeats)
+
+
+def _run_backbone_study(obj: _Context, study, backbones: str | None, epochs: int | None, repeats: int) -> None:
+    """Run a study over backbones (default: SASRec and LightGCN, the paper's ablation backbones), print its table."""
+    frame = study(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, ("sasrec", "lightgcn")),
+                  obj.progress, repeats)
     click.echo(frame.to_string(index=False))
 
 
@@ -464,9 +472,7 @@ def experiments_controls(obj: _Context, backbones, epochs, repeats) -> None:
     """
     from components.experiments import controls
 
-    frame = controls(obj.config(**_ranker_overrides(epochs)), obj.workspace,
-                     _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
-    click.echo(frame.to_string(index=False))
+    _run_backbone_study(obj, controls, backbones, epochs, repeats)
 
 
 @experiments.command("tune")

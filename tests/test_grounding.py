@@ -37,6 +37,9 @@ def test_grounded_mentions_brands_categories_and_item_names():
     assert grounded.score == 0.8
     assert 0 < grounded.from_history < 1  # Maybelline is the seed's own brand; Revlon is not
     assert catalogue.ground("The customer likes Replenishing Eye Cream", "x").terms == ("replenishing eye cream",)
+    films = Catalogue(pd.DataFrame({"title": ["Jaws", "Top Gun", "The Third Man"], "brand": [None] * 3,
+                                    "categories": [["Thriller"], ["Action"], ["Film-Noir"]]}))
+    assert set(films.ground("The viewer may enjoy Top Gun or Jaws", "x").terms) == {"top gun", "jaws"}
 
 
 def test_summary_of_a_pool():

@@ -318,3 +318,16 @@ def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(work
     assert settings["lr"] == pytest.approx(result["best"]["lr"])
     resumed = tuning.tune(config(backbone="gru4rec", variant="reland"), workspace, trials=2, progress=False)
     assert resumed["trials"] == 2 and len(calls) == 2, "a finished search is not run again"
+
+
+def test_a_changed_default_makes_only_the_rankers_that_use_it_stale(tmp_path, monkeypatch):
+    import components.ranker as ranker
+    from components.steps import STEPS, fingerprint
+
+    ws, step = Workspace(tmp_path), STEPS["train_ranker"]
+    fused, plain = config(variant="reland"), config(variant="item_text")
+    before = fingerprint(fused, ws, step), fingerprint(plain, ws, step)
+    monkeypatch.setitem(ranker.FUSION_DEFAULTS, "gate_bias", 5.0)
+    assert fingerprint(fused, ws, step) != before[0] and fingerprint(plain, ws, step) == before[1]
+    monkeypatch.setitem(BACKBONES["sasrec"].defaults, "dropout", 0.2)
+    assert fingerprint(plain, ws, step) != before[1]
