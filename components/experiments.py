@@ -296,7 +296,7 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
         for budget in budgets:  # fractions of users, as counts: seeds.budget reads 1.0 as "one seed"
             seeds = {"budget": max(1, round(budget * users))}
             derived, child = PoolVariant(f"budget-{budget:g}", {"seeds": seeds}).build(config, workspace, progress)
-            cost = _pool_cost(child)
+            cost = _pool_cost(derived, child)
             for backbone in backbones:
                 result = tracked_cell(with_ranker(derived, backbone=backbone, variant="reland"), child, repeats,
                                       progress, label=f"{backbone}-reland-{budget:g}")
@@ -335,7 +335,7 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
                      for label, (derived, child) in built.items()]
             for label, cfg, where in runs:
                 result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
-                results.append({**result, **_pool_cost(where), "key": f"{backbone} {label}", "label": label})
+                results.append({**result, **_pool_cost(cfg, where), "key": f"{backbone} {label}", "label": label})
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]
@@ -374,7 +374,7 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
                      for label, (derived, child) in built.items()]
             for label, cfg, where in runs:
                 result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
-                results.append({**result, **_pool_cost(where), "key": f"{backbone} {label}", "label": label,
+                results.append({**result, **_pool_cost(cfg, where), "key": f"{backbone} {label}", "label": label,
                                 "control": control_label(cfg)})
         per_user = _per_user(results)
         for backbone in backbones:
@@ -389,10 +389,12 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
     return frame
 
 
-def _pool_cost(workspace: Workspace) -> dict:
+def _pool_cost(config: Config, workspace: Workspace) -> dict:
+    """Seeds and LLM cost behind a cell; none for a variant that fuses nothing from the pool."""
+    from components.ranker import fuses
     from components.tracking import pool_context
 
-    context = pool_context(workspace)
+    context = pool_context(workspace) if fuses(config) else {}
     return {k: context[k] for k in ("seeds", "llm_calls", "llm_seconds") if k in context}
 
 

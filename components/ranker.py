@@ -50,12 +50,24 @@ def ranker_settings(cfg: RankerConfig) -> dict[str, float | int]:
     return settings
 
 
+def fuses(config: Config) -> bool:
+    """Whether the variant fuses a pool-derived vector (so reads the pool, its controls and its cost)."""
+    return VARIANT_INPUTS[config.ranker.variant][1] is not None
+
+
 def resolved_settings(config: Config) -> dict[str, float | int]:
     """What ``train_ranker`` trains with beyond the configuration's text (part of its step fingerprint);
     the fusion's settings only for variants that fuse."""
     settings = ranker_settings(config.ranker)
-    fused = VARIANT_INPUTS[config.ranker.variant][1] is not None
-    return {k: v for k, v in settings.items() if fused or k not in FUSION_DEFAULTS}
+    return {k: v for k, v in settings.items() if fuses(config) or k not in FUSION_DEFAULTS}
+
+
+def ranker_upstream(config: Config) -> tuple[str, ...]:
+    """The steps a ranker's result depends on: ID-only and +f_item read no rationale, so a new pool
+    leaves them current (hours of training are not repeated for a pool they never see)."""
+    if fuses(config):
+        return ("apply_features",)
+    return ("embed_item_text",) if VARIANT_INPUTS[config.ranker.variant][0] else ("prepare_data",)
 
 
 def training_device(cfg: RankerConfig) -> torch.device:

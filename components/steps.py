@@ -31,6 +31,11 @@ class Step:
     writes: tuple[str, ...]  # workspace files it produces
     updated_later: tuple[str, ...] = ()  # outputs later steps modify (Feast's registry): only their presence counts
     derived: str | None = None  # "module:function" of the config: settings resolved in code (a model's defaults)
+    reads_after: str | None = None  # "module:function" of the config: the subset of ``after`` it reads there
+
+    def upstream(self, config: Config) -> tuple[str, ...]:
+        """The steps whose results this configuration of the step reads (all of ``after`` unless narrowed)."""
+        return _call(self.reads_after, config) if self.reads_after else self.after
 
     def run(self, config: Config, workspace: Workspace, progress: bool) -> object:
         """Import the step function only when it runs (a task process loads what its step needs)."""
@@ -38,6 +43,11 @@ class Step:
         function = getattr(importlib.import_module(module), name)
         wants_progress = "progress" in inspect.signature(function).parameters
         return function(config, workspace, **({"progress": progress} if wants_progress else {}))
+
+
+def _call(target: str, config: Config):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(config)
 
 
 def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = True) -> dict:
@@ -75,7 +85,8 @@ STEPS: dict[str, Step] = {step.name: step for step in [
          ("retrieve_rationales", "embed_item_text"), ("features/registry.db",), updated_later=("features/registry.db",)),
     Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
     Step("train_ranker", "components.steps:tracked_ranker_run", ("seed", "ranker", "data.max_seq_len"),
-         ("apply_features",), (), derived="components.ranker:resolved_settings"),
+         ("apply_features",), (), derived="components.ranker:resolved_settings",
+         reads_after="components.ranker:ranker_upstream"),
 ]}
 
 
@@ -124,13 +135,12 @@ def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
     a step's ``derived`` settings (a ranker's resolved defaults) count as configuration.
     """
     upstream = {}
-    for name in step.after:
+    for name in step.upstream(config):
         record = _record(workspace, name)
         upstream[name] = [record["fingerprint"], record["result_id"]] if record else None
     payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
     if step.derived:  # a changed default (declared with a model, not in the configuration) makes the step stale
-        module, name = step.derived.split(":")
-        payload["derived"] = getattr(importlib.import_module(module), name)(config)
+        payload["derived"] = _call(step.derived, config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -80,7 +80,12 @@ def ranker_params(config: Config, workspace: Workspace) -> dict:
 
 
 def control_label(config: Config) -> str:
-    """'none', or which control the run is: shuffled assignment, profile rationales, seed vectors."""
+    """'none', or which control the run is: shuffled assignment, profile rationales, seed vectors
+    (a variant that fuses nothing from the pool is no control, whatever the pool settings)."""
+    from components.ranker import fuses
+
+    if not fuses(config):
+        return "none"
     controls = [name for name, on in (("shuffled", config.pool.assignment == "shuffled"),
                                       ("profile", config.llm.source == "profile"),
                                       ("seed_vector", config.ranker.variant == "seed_vector")) if on]
@@ -91,7 +96,9 @@ def log_ranker_run(config: Config, workspace: Workspace, result: dict, metrics_f
     """Final metrics, LLM cost and the run's metrics file, on the active MLflow run."""
     import mlflow
 
-    context = pool_context(workspace)
+    from components.ranker import fuses
+
+    context = pool_context(workspace) if fuses(config) else {}  # +f_item's run paid no LLM call
     mlflow.log_params({k: v for k, v in context.items() if isinstance(v, str) or k == "pool_version"})
     numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     numeric.update({k: v for k, v in context.items() if isinstance(v, (int, float)) and k != "pool_version"})

@@ -185,19 +185,24 @@ def test_studies_reuse_rankers_trained_on_the_same_inputs(workspace, monkeypatch
     assert trained == ["id", "item_text", "reland", "id"]
 
 
-def test_a_change_upstream_reaches_steps_whose_inputs_are_hashed_by_presence(tmp_path):
+def test_a_new_pool_reaches_the_rankers_that_fuse_it_and_only_those(tmp_path):
     from components.steps import STEPS, fingerprint, record_step
 
-    ws, cfg = Workspace(tmp_path), config()
+    ws = Workspace(tmp_path)
     ws.path("features", "registry.db").write_bytes(b"registry")
+    for step in ("prepare_data", "embed_item_text"):
+        record_step(config(), ws, step, {}, 0.0)
     rationales = ws.path("features", TABLE)
-    prints = []
-    for content in (b"pool v1", b"pool v2, larger"):
+    prints = {variant: [] for variant in ("reland", "seed_vector", "item_text", "id")}
+    for content in (b"pool v1", b"pool v2, larger"):  # the registry is hashed by presence: upstream tells
         rationales.write_bytes(content)
         for step in ("retrieve_rationales", "apply_features"):
-            record_step(cfg, ws, step, {}, 0.0)
-        prints.append(fingerprint(cfg, ws, STEPS["train_ranker"]))
-    assert prints[0] != prints[1]
+            record_step(config(), ws, step, {}, 0.0)
+        for variant, found in prints.items():
+            found.append(fingerprint(config(variant=variant), ws, STEPS["train_ranker"]))
+    assert prints["reland"][0] != prints["reland"][1] and prints["seed_vector"][0] != prints["seed_vector"][1]
+    assert prints["item_text"][0] == prints["item_text"][1] and prints["id"][0] == prints["id"][1], \
+        "a ranker that reads no rationale is not retrained for a new pool"
 
 
 @pytest.mark.parametrize("backbone", ["gru4rec", "sasrec"])
