@@ -21,7 +21,8 @@ from scipy import stats
 from components.config import Config
 from components.data.tables import PreparedDataset
 from components.ranker import load_per_user, train_ranker
-from components.tracking import control_label, log_ranker_run, metric_names, ranker_params, use_experiment
+from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
+                                 start_run, use_experiment)
 from components.workspace import Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
@@ -50,15 +51,15 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
 
     folder = workspace.root / "ranker" / config.ranker.run_name
     saved = None if retrain else _trained_already(config, workspace, folder)
-    with mlflow.start_run(run_name=label or config.ranker.run_name, nested=True):
+    with start_run(run_name=label or config.ranker.run_name, nested=True):
         mlflow.log_params({**ranker_params(config, workspace), "reused": saved is not None})
         if saved:
             result = {k: v for k, v in saved.items() if k != "curve"}
             for row in saved["curve"]:
-                _log_epoch(row, row["epoch"])
+                log_epoch(row, row["epoch"])
         else:
             started = time.perf_counter()
-            result = train_ranker(config, workspace, progress, on_epoch=_log_epoch)
+            result = train_ranker(config, workspace, progress, on_epoch=log_epoch)
             record_step(config, workspace, "train_ranker", result, time.perf_counter() - started)
         log_ranker_run(config, workspace, result, folder / "metrics.json")
         return {**result, "workspace": str(workspace.root)}
@@ -78,7 +79,7 @@ def tracked_cell(config: Config, workspace: Workspace, repeats: int = 1, progres
     if repeats == 1:
         result = tracked_ranker(config, workspace, progress, label)
         return {**result, "repeats": 1, "rankers": [result["ranker"]]}
-    with mlflow.start_run(run_name=label, nested=True):
+    with start_run(run_name=label, nested=True):
         mlflow.log_params({"cell": label, "repeats": repeats, "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant, "control": control_label(config)})
         runs = [tracked_ranker(with_ranker(config, repeat=r), workspace, progress, f"{label} seed {r}")
@@ -89,9 +90,11 @@ def tracked_cell(config: Config, workspace: Workspace, repeats: int = 1, progres
 
 
 def aggregate_repeats(runs: list[dict]) -> dict:
-    """Mean and sample standard deviation (``_sd``) of the runs' metrics; the first run's descriptive fields."""
-    cell = {**runs[0], "repeats": len(runs), "rankers": [r["ranker"] for r in runs], "ranker": runs[0]["ranker"]}
-    for name in [k for k, v in runs[0].items() if k.startswith(("test_", "best_valid", "epoch")) and
+    """Mean and sample standard deviation (``_sd``) of the runs' metrics, each run's best epoch;
+    the first run's descriptive fields."""
+    cell = {**runs[0], "repeats": len(runs), "rankers": [r["ranker"] for r in runs], "ranker": runs[0]["ranker"],
+            "best_epochs": [r["best_epoch"] for r in runs]}
+    for name in [k for k, v in runs[0].items() if k.startswith(("test_", "best_valid", "epoch", "best_epoch")) and
                  isinstance(v, (int, float)) and k != "test_users"]:
         values = np.array([r[name] for r in runs], float)
         cell[name] = float(values.mean())
@@ -118,12 +121,6 @@ def _trained_already(config: Config, workspace: Workspace, folder: Path) -> dict
         return None
     saved = read_json(folder / "metrics.json")
     return saved if saved["as_of"] == step_record(config, workspace, "train_ranker")["result"]["as_of"] else None
-
-
-def _log_epoch(row: dict, epoch: int) -> None:
-    import mlflow
-
-    mlflow.log_metrics(metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch)
 
 
 def paired_p_value(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str) -> float:
@@ -174,7 +171,7 @@ def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=V
 
     use_experiment(workspace, f"table2-{config.name}")
     results = []
-    with mlflow.start_run(run_name="table2"):
+    with start_run(run_name="table2"):
         mlflow.log_param("repeats", repeats)
         for backbone in backbones:
             for variant in variants:
@@ -286,7 +283,7 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
 
     use_experiment(workspace, f"seed-sweep-{config.name}")
     results = []
-    with mlflow.start_run(run_name="seed-sweep"):
+    with start_run(run_name="seed-sweep"):
         for backbone in backbones:
             baseline = tracked_cell(with_ranker(config, backbone=backbone, variant="item_text"), workspace, repeats,
                                     progress)
@@ -325,7 +322,7 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
     pools = {"w/o r.p.": PoolVariant("direct-prompt", {"llm": {"prompt": "direct"}}),
              "w/o a.s.": PoolVariant("random-seeds", {"seeds": {"strategy": "random"}})}
     results = []
-    with mlflow.start_run(run_name="ablations"):
+    with start_run(run_name="ablations"):
         built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
         for backbone in backbones:
             runs = [("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
@@ -363,7 +360,7 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
 
     use_experiment(workspace, f"controls-{config.name}")
     results = []
-    with mlflow.start_run(run_name="controls"):
+    with start_run(run_name="controls"):
         mlflow.log_param("repeats", repeats)
         built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items()}
         for backbone in backbones:
@@ -440,7 +437,7 @@ def register_ranker(config: Config, workspace: Workspace) -> str:
     example = serving_example(model)
     signature = infer_signature(example.numpy(), model(example).detach().numpy())
     name = f"reland-ranker-{config.name}"
-    with mlflow.start_run(run_name=f"register {config.ranker.run_name}", nested=True):
+    with start_run(run_name=f"register {config.ranker.run_name}", nested=True):
         mlflow.log_params({"ranker": config.ranker.run_name, "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant})
         info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,

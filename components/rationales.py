@@ -74,6 +74,23 @@ def seed_histories(data: PreparedDataset, seeds: np.ndarray, task: str, batch_ro
     return histories
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What answers cost, summed over every answer a seed needed (re-asks included)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.seconds + other.seconds)
+
+    @classmethod
+    def of(cls, completion: Completion) -> "Usage":
+        return cls(completion.prompt_tokens, completion.completion_tokens, completion.seconds)
+
+
 @dataclass
 class _Job:
     seed: int
@@ -88,6 +105,7 @@ class _Job:
     grounding: object = None  # components.grounding.Grounding once parsed
     version: str = ""
     temperature: float = 0.0
+    spent: Usage = Usage()
 
 
 def _ask(jobs: list[_Job], backends: dict, cache: ResponseCache, cfg: LLMConfig, version: str,
@@ -162,6 +180,7 @@ def _resampled(job: _Job, config: Config) -> _Job:
 def _parse(jobs: list[_Job], config: Config, catalogue: Catalogue) -> None:
     for job in jobs:
         job.attempts += 1
+        job.spent = job.spent + Usage.of(job.completion)
         job.parsed = parse_rationale(job.completion.text, config.llm.prompt)
         job.grounding = catalogue.ground(*job.parsed, job.history_terms) if job.parsed else None
 
@@ -187,10 +206,12 @@ def _answer(jobs: list[_Job], config: Config, catalogue: Catalogue, backends: di
     _parse(again, config, catalogue)
     counters["resampled"] = len(again)
     for job, retry in zip(vacuous, again):
+        spent = job.spent + retry.spent
         if retry.parsed and not retry.grounding.vacuous:
             job.__dict__.update(retry.__dict__)
         else:
             job.attempts = retry.attempts
+        job.spent = spent
 
 
 def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
@@ -306,9 +327,9 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
         "from_history": [g.from_history if g else 0.0 for g in grounded],
         "terms": [list(g.terms) if g else [] for g in grounded],
         "response": [j.completion.text for j in jobs], "attempts": [j.attempts for j in jobs],
-        "prompt_tokens": [j.completion.prompt_tokens for j in jobs],
-        "completion_tokens": [j.completion.completion_tokens for j in jobs],
-        "llm_seconds": [j.completion.seconds for j in jobs], "model": model,
+        "prompt_tokens": [j.spent.prompt_tokens for j in jobs],  # every answer the seed needed
+        "completion_tokens": [j.spent.completion_tokens for j in jobs],
+        "llm_seconds": [j.spent.seconds for j in jobs], "model": model,
         "template_version": [j.version for j in jobs], "created_at": pd.Timestamp.now(tz="UTC")})
     write_table(frame, workspace.path("pool", "rationales.parquet"))
     n_users = PreparedDataset(workspace.root / "data").n_users

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from pathlib import Path
 
 from components.config import Config, RankerSettings
@@ -35,7 +36,39 @@ def use_experiment(workspace: Workspace, name: str) -> str:
     mlflow.set_tracking_uri(tracking_uri(workspace))
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(workspace.dir("mlflow") / "artifacts" / name).as_uri())
-    return mlflow.set_experiment(name).experiment_id
+    experiment_id = mlflow.set_experiment(name).experiment_id
+    close_orphaned_runs(experiment_id)
+    return experiment_id
+
+
+def start_run(run_name: str, nested: bool = False):
+    """``mlflow.start_run`` tagged with this process, so a run its killed process left RUNNING can be told apart."""
+    import mlflow
+
+    return mlflow.start_run(run_name=run_name, nested=nested,
+                            tags={"reland.host": socket.gethostname(), "reland.pid": str(os.getpid())})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs left RUNNING by a process of this host that no longer exists (a killed study)."""
+    from mlflow.tracking import MlflowClient
+
+    client, host = MlflowClient(), socket.gethostname()
+    orphans = [run.info.run_id for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'")
+               if run.data.tags.get("reland.host") == host and not _alive(int(run.data.tags.get("reland.pid", "0")))]
+    for run_id in orphans:
+        client.set_terminated(run_id, "KILLED")
+    return orphans
 
 
 def data_hash(workspace: Workspace) -> str:
@@ -90,6 +123,13 @@ def control_label(config: Config) -> str:
                                       ("profile", config.llm.source == "profile"),
                                       ("seed_vector", config.ranker.variant == "seed_vector")) if on]
     return "+".join(controls) or "none"
+
+
+def log_epoch(row: dict, epoch: int) -> None:
+    """One epoch of a training curve on the active MLflow run (MLflow's own charts draw it)."""
+    import mlflow
+
+    mlflow.log_metrics(metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch)
 
 
 def log_ranker_run(config: Config, workspace: Workspace, result: dict, metrics_file: Path) -> None:

@@ -37,6 +37,14 @@ def cli(ctx: click.Context, workspace: str, preset: str | None, config_file: str
     ctx.obj = _Context(workspace, preset, config_file, quiet)
 
 
+def _run_step(obj: _Context, config: Config, name: str):
+    """Run step ``name`` now (asked for by name, so never skipped) and record it, so that a later
+    ``reland run`` or study finds it current instead of repeating it."""
+    from components.steps import run_step
+
+    return run_step(config, obj.workspace, name, obj.progress, force=True)[0]
+
+
 @cli.group()
 def data() -> None:
     """Load, generate, filter and split interaction data."""
@@ -50,24 +58,19 @@ def data() -> None:
 @click.pass_obj
 def data_prepare(obj: _Context, source: str | None, fmt: str | None, users: int | None) -> None:
     """Stage the dataset, apply the k-core filter, write both splits into WORKSPACE/data."""
-    from components.data.prepare import prepare_data
-
     overrides = {"data": {k: v for k, v in {"source": source, "format": fmt}.items() if v}}
     if users:
         overrides["synthetic"] = {"users": users}
     config = obj.config(**overrides)
-    prepared = prepare_data(config, obj.workspace, progress=obj.progress)
-    _print_stats(prepared.stats)
-    click.echo(f"tables written to {prepared.folder}")
+    _print_stats(_run_step(obj, config, "prepare_data"))
+    click.echo(f"tables written to {obj.workspace.root / 'data'}")
 
 
 @data.command("validate")
 @click.pass_obj
 def data_validate(obj: _Context) -> None:
     """Run the Great Expectations gate on the staged interactions (results in WORKSPACE/validation)."""
-    from components.checks import validate_interactions
-
-    click.echo(f"passed: {validate_interactions(obj.config(), obj.workspace)['rows']:,} interactions")
+    click.echo(f"passed: {_run_step(obj, obj.config(), 'validate_interactions')['rows']:,} interactions")
 
 
 @data.command("stats")
@@ -125,10 +128,7 @@ _task = click.option("--task", type=click.Choice(["cf", "seq"]), default=None,
 @click.pass_obj
 def encoder_train(obj: _Context, kind, task, epochs, item_text) -> None:
     """Build the graph from training edges only, train with BPR, keep the best checkpoint."""
-    from components.behaviour import train_behaviour_encoder
-
-    report = train_behaviour_encoder(obj.config(**_encoder_overrides(kind, task, epochs, item_text)), obj.workspace,
-                                     progress=obj.progress)
+    report = _run_step(obj, obj.config(**_encoder_overrides(kind, task, epochs, item_text)), "train_encoder")
     click.echo(f"graph: {report['graph']['nodes']}")
     v, p = report["validation"], report["popularity"]
     click.echo(f"best epoch {report['best_epoch']}: validation recall@20 {v['recall@20']:.4f} ndcg@20 {v['ndcg@20']:.4f}"
@@ -141,9 +141,7 @@ def encoder_train(obj: _Context, kind, task, epochs, item_text) -> None:
 @click.pass_obj
 def encoder_embed(obj: _Context, kind, task) -> None:
     """Write every user's behaviour vector (and every item's) to WORKSPACE/encoder."""
-    from components.behaviour import embed_users
-
-    summary = embed_users(obj.config(**_encoder_overrides(kind, task, None, None)), obj.workspace, progress=obj.progress)
+    summary = _run_step(obj, obj.config(**_encoder_overrides(kind, task, None, None)), "embed_users")
     click.echo(f"{summary['users']:,} users ({summary['cold_users']:,} cold) and {summary['items']:,} items embedded "
                f"in {summary['seconds']:.1f}s")
 
@@ -152,9 +150,7 @@ def encoder_embed(obj: _Context, kind, task) -> None:
 @click.pass_obj
 def encoder_validate(obj: _Context) -> None:
     """Run the Great Expectations gate on the behaviour vectors (one finite vector per user)."""
-    from components.checks import validate_behaviour_vectors
-
-    click.echo(f"passed: {validate_behaviour_vectors(obj.config(), obj.workspace)['rows']:,} user vectors")
+    click.echo(f"passed: {_run_step(obj, obj.config(), 'validate_behaviour')['rows']:,} user vectors")
 
 
 @cli.group()
@@ -169,10 +165,8 @@ def seeds() -> None:
 @click.pass_obj
 def seeds_sample(obj: _Context, budget: float | None, strategy: str | None) -> None:
     """Sample seeds from the behaviour vectors into WORKSPACE/pool/seeds.parquet."""
-    from components.seeds import sample_seeds
-
-    summary = sample_seeds(obj.config(seeds={k: v for k, v in {"budget": budget, "strategy": strategy}.items()
-                                             if v is not None}), obj.workspace)
+    summary = _run_step(obj, obj.config(seeds={k: v for k, v in {"budget": budget, "strategy": strategy}.items()
+                                               if v is not None}), "sample_seeds")
     click.echo(f"{summary['seeds']:,} seeds of {summary['users']:,} users ({summary['strategy']}"
                f"{', K=' + str(summary['clusters']) if 'clusters' in summary else ''}); mean interactions "
                f"{summary['mean_interactions_seeds']:.1f} vs {summary['mean_interactions_users']:.1f} overall")
@@ -193,11 +187,8 @@ def rationales() -> None:
 @click.pass_obj
 def rationales_generate(obj: _Context, prompt, backend, base_url, model) -> None:
     """Generate (or resume) rationales; finished calls are never paid for twice."""
-    from components.rationales import generate_rationales
-
     values = {"prompt": prompt, "backend": backend, "base_url": base_url, "model": model}
-    summary = generate_rationales(obj.config(llm={k: v for k, v in values.items() if v is not None}), obj.workspace,
-                                  progress=obj.progress)
+    summary = _run_step(obj, obj.config(llm={k: v for k, v in values.items() if v is not None}), "generate_rationales")
     _print_llm_summary(summary)
 
 
@@ -252,9 +243,7 @@ def pool() -> None:
 @click.pass_obj
 def pool_build(obj: _Context) -> None:
     """Embed the rationales' Step-2 text and write a new pool version (Milvus collection)."""
-    from components.pool import build_pool
-
-    summary = build_pool(obj.config(), obj.workspace, progress=obj.progress)
+    summary = _run_step(obj, obj.config(), "build_pool")
     click.echo(f"pool v{summary['version']}: {summary['size']:,} seeds in {summary['collection']} at {summary['uri']} "
                f"({summary['failed']} failed, {summary['too_short']} too short, {summary['near_duplicates']} duplicates)")
 
@@ -264,10 +253,7 @@ def pool_build(obj: _Context) -> None:
 @click.pass_obj
 def pool_retrieve(obj: _Context, top_k: int | None) -> None:
     """Give every user the rationale of its most similar seed: WORKSPACE/features/user_rationale_embedding.parquet."""
-    from components.retrieval import retrieve_rationales
-
-    summary = retrieve_rationales(obj.config(pool={"top_k": top_k} if top_k else {}), obj.workspace,
-                                  progress=obj.progress)
+    summary = _run_step(obj, obj.config(pool={"top_k": top_k} if top_k else {}), "retrieve_rationales")
     click.echo(f"{summary['users']:,} users assigned from pool v{summary['pool_version']} ({summary['pool_size']:,} seeds), "
                f"mean similarity {summary['mean_similarity']:.3f}, {summary['users_per_s']:,} users/s")
 
@@ -320,9 +306,7 @@ def features() -> None:
 @click.pass_obj
 def features_apply(obj: _Context) -> None:
     """Register the entity, feature view and the ranker's feature service."""
-    from components.features import apply_features
-
-    click.echo(f"applied: {', '.join(apply_features(obj.config(), obj.workspace))}")
+    click.echo(f"applied: {', '.join(_run_step(obj, obj.config(), 'apply_features'))}")
 
 
 @features.command("validate")
@@ -339,9 +323,7 @@ def features_validate(obj: _Context) -> None:
 @click.pass_obj
 def features_materialise(obj: _Context) -> None:
     """Validate, then copy new feature rows into the online store (incremental, idempotent)."""
-    from components.features import materialise_features
-
-    summary = materialise_features(obj.config(), obj.workspace)
+    summary = _run_step(obj, obj.config(), "materialise_features")
     click.echo(f"materialised {', '.join(summary['views'])} up to {summary['end']}")
 
 

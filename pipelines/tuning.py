@@ -16,21 +16,19 @@ import yaml
 
 from components.config import Config
 from components.experiments import with_ranker
-from components.ranker import VARIANT_INPUTS, ranker_settings, train_ranker
-from components.tracking import metric_names, use_experiment
+from components.ranker import FUSION_DEFAULTS, fuses, ranker_settings, train_ranker
+from components.tracking import log_epoch, start_run, use_experiment
 from components.workspace import Workspace, atomic_path
 
 # setting -> (low, high, log scale); searched only where the backbone (or its fusion) has it
 SPACE = {"lr": (1e-4, 1e-2, True), "weight_decay": (1e-8, 1e-3, True), "dropout": (0.0, 0.6, False),
          "fusion_dropout": (0.0, 0.7, False), "fusion_input_dropout": (0.0, 0.5, False),
          "fusion_weight_decay": (1e-8, 1e-2, True), "gate_bias": (0.0, 3.0, False)}
-FUSION_SETTINGS = ("fusion_dropout", "fusion_input_dropout", "fusion_weight_decay", "gate_bias")
 
 
 def search_space(config: Config) -> dict[str, tuple[float, float, bool]]:
     settings = ranker_settings(config.ranker)
-    fused = VARIANT_INPUTS[config.ranker.variant][1] is not None
-    return {k: v for k, v in SPACE.items() if k in settings and (fused or k not in FUSION_SETTINGS)}
+    return {k: v for k, v in SPACE.items() if k in settings and (fuses(config) or k not in FUSION_DEFAULTS)}
 
 
 def _start_values(config: Config, space: dict) -> dict[str, float]:
@@ -55,18 +53,17 @@ def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool 
 
     def objective(trial: optuna.Trial) -> float:
         values = {k: trial.suggest_float(k, low, high, log=log) for k, (low, high, log) in space.items()}
-        with mlflow.start_run(run_name=f"{key} trial {trial.number}", nested=True):
+        with start_run(run_name=f"{key} trial {trial.number}", nested=True):
             mlflow.log_params({**values, "trial": trial.number})
             result = train_ranker(with_ranker(config, **values), workspace, progress, save=False, test=False,
-                                  on_epoch=lambda row, epoch: mlflow.log_metrics(
-                                      metric_names({k: v for k, v in row.items() if k != "epoch"}), step=epoch))
+                                  on_epoch=log_epoch)
             mlflow.log_metrics({"best_valid_ndcg_at_10": result["best_valid_ndcg@10"],
                                 "best_epoch": result["best_epoch"]})
         return result["best_valid_ndcg@10"]
 
     use_experiment(workspace, f"tune-{config.name}")
     finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    with mlflow.start_run(run_name=f"tune {key}"):
+    with start_run(run_name=f"tune {key}"):
         study.optimize(objective, n_trials=max(0, trials - finished), show_progress_bar=progress)
         best = {k: float(v) for k, v in study.best_params.items()}
         mlflow.log_params({f"best.{k}": v for k, v in best.items()})

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from components.config import available_presets, load_config
+from components.steps import is_current
+from components.workspace import Workspace
 from pipelines.cli import cli
 
 
@@ -45,6 +47,9 @@ def test_stats_and_prepare_from_the_cli(tmp_path, recbole_folder):
     result = runner.invoke(cli, ["-q", "-w", str(tmp_path / "ws"), "data", "prepare", "--source", str(recbole_folder)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ws" / "data" / "interactions.parquet").exists()
+    config = load_config(overrides={"data": {"source": str(recbole_folder)}})
+    assert is_current(config, Workspace(tmp_path / "ws"), "prepare_data"), \
+        "a step run by its command is recorded: 'reland run' does not repeat it"
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, recbole_folder):

@@ -336,3 +336,26 @@ def test_a_changed_default_makes_only_the_rankers_that_use_it_stale(tmp_path, mo
     assert fingerprint(fused, ws, step) != before[0] and fingerprint(plain, ws, step) == before[1]
     monkeypatch.setitem(BACKBONES["sasrec"].defaults, "dropout", 0.2)
     assert fingerprint(plain, ws, step) != before[1]
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed_on_the_next_start(tmp_path):
+    import socket
+    import subprocess
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from components.tracking import start_run, use_experiment
+
+    ws = Workspace(tmp_path)
+    experiment = use_experiment(ws, "rankers-synthetic")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no process holds any more
+    client = MlflowClient()
+    orphan = client.create_run(experiment, tags={"reland.host": socket.gethostname(), "reland.pid": str(dead.pid)},
+                               run_name="sasrec-reland")
+    with start_run("still training") as live:
+        use_experiment(ws, "rankers-synthetic")
+        assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+        assert client.get_run(live.info.run_id).info.status == "RUNNING", "a live process's run is left alone"
+    assert mlflow.get_run(live.info.run_id).info.status == "FINISHED"

