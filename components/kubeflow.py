@@ -167,7 +167,7 @@ def seed_budget_branch(workspace: str, config: str, budget: float) -> NamedTuple
 
     import yaml
 
-    from components.experiments import PoolVariant
+    from components.steps import PoolVariant
     from components.workspace import Workspace
     from components.data.tables import PreparedDataset
     settings = yaml.safe_load(config)

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -56,14 +57,6 @@ def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = Tr
     return prepare_data(config, workspace, progress).stats
 
 
-def tracked_ranker_run(config: Config, workspace: Workspace, progress: bool = True) -> dict:
-    from components.experiments import tracked_ranker
-    from components.tracking import use_experiment
-
-    use_experiment(workspace, f"rankers-{config.name}")
-    return tracked_ranker(config, workspace, progress)
-
-
 STEPS: dict[str, Step] = {step.name: step for step in [
     Step("prepare_data", "components.steps:prepare_data_stats", ("name", "data", "synthetic"), (),
          ("data/interactions.parquet",)),
@@ -84,7 +77,7 @@ STEPS: dict[str, Step] = {step.name: step for step in [
     Step("apply_features", "components.features:apply_features", ("features",),
          ("retrieve_rationales", "embed_item_text"), ("features/registry.db",), updated_later=("features/registry.db",)),
     Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
-    Step("train_ranker", "components.steps:tracked_ranker_run", ("seed", "ranker", "data.max_seq_len"),
+    Step("train_ranker", "components.tracking:train_and_track", ("seed", "ranker", "data.max_seq_len"),
          ("apply_features",), (), derived="components.ranker:resolved_settings",
          reads_after="components.ranker:ranker_upstream"),
 ]}
@@ -170,3 +163,34 @@ def record_step(config: Config, workspace: Workspace, name: str, result: object,
         "step": name, "fingerprint": fingerprint(config, workspace, step),
         "result_id": result_id(workspace, step) or "missing", "seconds": round(seconds, 2),
         "finished_at": time.time(), "result": result})
+
+
+POOL_STEPS = ("sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "apply_features")
+
+
+@dataclass(frozen=True)
+class PoolVariant:
+    """A derived workspace whose pool differs from the base one: ``overrides`` of the configuration's
+    ``seeds``, ``llm`` or ``pool`` sections (budget, prompt, seed strategy, rationale source, assignment)."""
+
+    name: str
+    overrides: dict[str, dict]
+
+    def workspace(self, base: Workspace) -> Workspace:
+        """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
+        child = Workspace(base.root / "studies" / self.name)
+        for relative in ("data", "encoder", "features/item_text_embedding.parquet", "pool/llm_cache.sqlite"):
+            link = child.root / relative
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists() and (base.root / relative).exists():
+                os.symlink(base.root / relative, link)
+        return child
+
+    def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
+        """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
+        child = self.workspace(base)
+        derived = config.model_copy(update={section: getattr(config, section).model_copy(update=fields)
+                                            for section, fields in self.overrides.items()})
+        for step in POOL_STEPS:
+            run_step(derived, child, step, progress)
+        return derived, child

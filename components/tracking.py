@@ -7,6 +7,7 @@ and its final test metrics.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -123,6 +124,24 @@ def control_label(config: Config) -> str:
                                       ("profile", config.llm.source == "profile"),
                                       ("seed_vector", config.ranker.variant == "seed_vector")) if on]
     return "+".join(controls) or "none"
+
+
+def train_and_track(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+    """The ``train_ranker`` step: train and test one ranker, recorded in MLflow (parameters, per-epoch
+    curve, final metrics, the pool's LLM cost) in the run a study has open for it, or in a new run of
+    experiment ``rankers-<dataset>`` (the main job, the CLI, a Kubeflow task)."""
+    import mlflow
+
+    from components.ranker import train_ranker
+
+    active = mlflow.active_run() is not None
+    if not active:
+        use_experiment(workspace, f"rankers-{config.name}")
+    with contextlib.nullcontext() if active else start_run(config.ranker.run_name):
+        mlflow.log_params({**ranker_params(config, workspace), "reused": False})
+        result = train_ranker(config, workspace, progress, on_epoch=log_epoch)
+        log_ranker_run(config, workspace, result, workspace.root / "ranker" / config.ranker.run_name / "metrics.json")
+    return result
 
 
 def log_epoch(row: dict, epoch: int) -> None:

@@ -372,7 +372,7 @@ def ranker_train(obj: _Context, backbone, variant, epochs, repeat, retrain) -> N
 
     A ranker already trained with the same configuration and features is logged again, not retrained.
     """
-    from components.experiments import tracked_ranker
+    from pipelines.studies import tracked_ranker
     from components.tracking import use_experiment
 
     config = obj.config(**_ranker_overrides(epochs, backbone=backbone, variant=variant, repeat=repeat))
@@ -405,7 +405,7 @@ def _names(value: str | None, default: tuple) -> tuple:
 @click.pass_obj
 def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> None:
     """Every backbone x variant, with paired t-tests; registers the best ranker in the model registry."""
-    from components.experiments import BACKBONES, VARIANTS, table2
+    from pipelines.studies import BACKBONES, VARIANTS, table2
 
     frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONES),
                    _names(variants, VARIANTS), obj.progress, repeats=repeats)
@@ -418,7 +418,7 @@ def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> N
 @click.pass_obj
 def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> None:
     """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
-    from components.experiments import BUDGETS, seed_sweep
+    from pipelines.studies import BUDGETS, seed_sweep
 
     chosen = tuple(float(b) for b in _names(budgets, BUDGETS))
     frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
@@ -431,7 +431,7 @@ def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> Non
 @click.pass_obj
 def experiments_ablations(obj: _Context, backbones, epochs, repeats) -> None:
     """RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds) and w/o i.f. (no item text)."""
-    from components.experiments import ablations
+    from pipelines.studies import ablations
 
     _run_backbone_study(obj, ablations, backbones, epochs, repeats)
 
@@ -452,7 +452,7 @@ def experiments_controls(obj: _Context, backbones, epochs, repeats) -> None:
     Each control runs through the same pool, retrieval, Feast and fusion path as RELAND and is
     compared with +f_item and with RELAND (MLflow experiment 'controls-<dataset>').
     """
-    from components.experiments import controls
+    from pipelines.studies import controls
 
     _run_backbone_study(obj, controls, backbones, epochs, repeats)
 

@@ -30,7 +30,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     part-way (say during rationale generation) resumes without paying again for an LLM call.
     Ends with a real ``get_online_features`` call through the ranker's feature service.
     """
-    from components.experiments import with_ranker
+    from pipelines.studies import with_ranker
 
     echo(f"== RELAND run: dataset '{config.name}', workspace {workspace.root}, runner {runner}")
     started_at = time.time()
@@ -94,7 +94,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
 
 def _lift_verdict(rankers: dict[str, Config], results: dict, workspace: Workspace, pool: dict) -> str | None:
     """One line saying why, when RELAND lands below +f_item: whether the gap is significant, and the pool."""
-    from components.experiments import paired_p_value
+    from pipelines.studies import paired_p_value
     from components.ranker import load_per_user
 
     base, fused = (results[record_name(rankers[v], "train_ranker")] for v in RANKER_VARIANTS)
@@ -110,7 +110,7 @@ def _lift_verdict(rankers: dict[str, Config], results: dict, workspace: Workspac
 
 def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspace, started_at: float) -> str:
     """Register the ranker with the better validation NDCG@10 (again only if a ranker was retrained)."""
-    from components.experiments import register_ranker
+    from pipelines.studies import register_ranker
 
     name = f"reland-ranker-{next(iter(rankers.values())).name}"
     fresh = any(step_record(c, workspace, "train_ranker")["finished_at"] >= started_at for c in rankers.values())

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from components.config import Config
-from components.experiments import with_ranker
+from pipelines.studies import with_ranker
 from components.ranker import FUSION_DEFAULTS, fuses, ranker_settings, train_ranker
 from components.tracking import log_epoch, start_run, use_experiment
 from components.workspace import Workspace, atomic_path

@@ -13,7 +13,7 @@ import torch
 from components.config import load_config
 from components.data.prepare import prepare_data
 from components.data.tables import TEST, TRAIN, VALID, PreparedDataset, vector_array
-from components.experiments import table2
+from pipelines.studies import table2
 from components.features import apply_features
 from components.ranker import train_ranker
 from components.ranker_data import RankerData, historical_features
@@ -170,10 +170,10 @@ def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
 def test_studies_reuse_rankers_trained_on_the_same_inputs(workspace, monkeypatch):
     import mlflow
 
-    import components.experiments as experiments
+    import components.ranker as ranker
 
-    trained, train = [], experiments.train_ranker
-    monkeypatch.setattr(experiments, "train_ranker", lambda cfg, *args, **kwargs: (
+    trained, train = [], ranker.train_ranker
+    monkeypatch.setattr(ranker, "train_ranker", lambda cfg, *args, **kwargs: (
         trained.append(cfg.ranker.variant), train(cfg, *args, **kwargs))[1])
     first = table2(config(), workspace, backbones=("neumf",), progress=False, register=False)
     again = table2(config(), workspace, backbones=("neumf",), progress=False, register=False)
@@ -285,7 +285,7 @@ def test_each_backbone_declares_its_settings_and_rejects_unknown_ones():
 def test_repeats_give_mean_and_spread_and_tests_on_seed_averaged_users(workspace):
     import mlflow
 
-    from components.experiments import cell_per_user
+    from pipelines.studies import cell_per_user
     from components.ranker import load_per_user
 
     frame = table2(config(), workspace, backbones=("lightgcn",), variants=("id", "item_text"), progress=False,

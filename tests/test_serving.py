@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from components.data.prepare import prepare_data
 from components.data.tables import PreparedDataset
-from components.experiments import table2
+from pipelines.studies import table2
 from components.features import apply_features, materialise_features
 from components.workspace import Workspace
 from serving import create_app

@@ -1,4 +1,5 @@
-"""The paper's studies as MLflow experiments: Table 2, the seed-budget sweep (Figure 6), the ablations (Figure 5).
+"""The paper's studies as MLflow experiments: Table 2, the seed-budget sweep (Figure 6), the ablations
+(Figure 5) and the controls; orchestration above the steps, which never import it.
 
 Each study is one experiment (``<study>-<dataset>``) with a parent run and one nested run per
 configuration.  Studies that change the pool (budgets, prompt, seed strategy) build it in a
@@ -9,9 +10,6 @@ artefacts; the best Table-2 ranker (by validation NDCG@10) is registered in the 
 """
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,8 @@ from scipy import stats
 
 from components.config import Config
 from components.data.tables import PreparedDataset
-from components.ranker import load_per_user, train_ranker
+from components.ranker import load_per_user
+from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
                                  start_run, use_experiment)
 from components.workspace import Workspace, atomic_path, read_json
@@ -31,7 +30,6 @@ BACKBONES = ("neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec")
 VARIANTS = ("id", "item_text", "reland")
 BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
 METRICS = ("ndcg@10", "hit@10")
-POOL_STEPS = ("sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "apply_features")
 
 
 def with_ranker(config: Config, **fields) -> Config:
@@ -40,28 +38,23 @@ def with_ranker(config: Config, **fields) -> Config:
 
 def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, label: str | None = None,
                    retrain: bool = False) -> dict:
-    """Train one ranker inside a nested MLflow run: parameters, per-epoch curve, final metrics, LLM cost.
-
-    A ranker already trained on the same configuration and features is logged again from its
-    step record instead of retrained, so an interrupted study resumes where it stopped.
+    """One ranker inside a nested MLflow run named ``label``: trained by the ``train_ranker`` step, or,
+    when already trained on the same configuration and features, logged again from its saved metrics
+    and curve (``reused=True``), so an interrupted study resumes where it stopped.
     """
     import mlflow
 
-    from components.steps import record_step
-
     folder = workspace.root / "ranker" / config.ranker.run_name
     saved = None if retrain else _trained_already(config, workspace, folder)
-    with start_run(run_name=label or config.ranker.run_name, nested=True):
-        mlflow.log_params({**ranker_params(config, workspace), "reused": saved is not None})
+    with start_run(label or config.ranker.run_name, nested=True):
         if saved:
+            mlflow.log_params({**ranker_params(config, workspace), "reused": True})
             result = {k: v for k, v in saved.items() if k != "curve"}
             for row in saved["curve"]:
                 log_epoch(row, row["epoch"])
+            log_ranker_run(config, workspace, result, folder / "metrics.json")
         else:
-            started = time.perf_counter()
-            result = train_ranker(config, workspace, progress, on_epoch=log_epoch)
-            record_step(config, workspace, "train_ranker", result, time.perf_counter() - started)
-        log_ranker_run(config, workspace, result, folder / "metrics.json")
+            result, _ = run_step(config, workspace, "train_ranker", progress, force=True)
         return {**result, "workspace": str(workspace.root)}
 
 
@@ -114,8 +107,6 @@ def cell_per_user(workspace: Workspace, rankers: list[str]) -> dict[str, np.ndar
 
 def _trained_already(config: Config, workspace: Workspace, folder: Path) -> dict | None:
     """The ranker's saved metrics (result and curve) when its record is current and its files are that run's."""
-    from components.steps import is_current, step_record
-
     if not (is_current(config, workspace, "train_ranker")
             and all((folder / f).exists() for f in ("model.pt", "metrics.json", "per_user.npz"))):
         return None
@@ -241,36 +232,6 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     keep = columns + spread + [c for c in ("seeds", "llm_calls", "llm_seconds", "label", "control") if c in frame] + \
         sorted(extra) + ["epochs", "best_epoch", "epoch_train_seconds"]
     return frame[keep]
-
-
-@dataclass(frozen=True)
-class PoolVariant:
-    """A derived workspace whose pool differs from the base one: ``overrides`` of the configuration's
-    ``seeds``, ``llm`` or ``pool`` sections (budget, prompt, seed strategy, rationale source, assignment)."""
-
-    name: str
-    overrides: dict[str, dict]
-
-    def workspace(self, base: Workspace) -> Workspace:
-        """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
-        child = Workspace(base.root / "studies" / self.name)
-        for relative in ("data", "encoder", "features/item_text_embedding.parquet", "pool/llm_cache.sqlite"):
-            link = child.root / relative
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists() and (base.root / relative).exists():
-                os.symlink(base.root / relative, link)
-        return child
-
-    def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
-        """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
-        from components.steps import run_step
-
-        child = self.workspace(base)
-        derived = config.model_copy(update={section: getattr(config, section).model_copy(update=fields)
-                                            for section, fields in self.overrides.items()})
-        for step in POOL_STEPS:
-            run_step(derived, child, step, progress)
-        return derived, child
 
 
 def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=("sasrec", "lightgcn"),
