@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -185,11 +185,19 @@ class RankerSettings(_Section):
     gate_bias: float | None = Field(None, description="RELAND fusion: initial logit offset of the gate towards e_u")
 
 
+# The names a ranker can have, once: the CLI's choices and the studies' lists derive from these,
+# and tests check that the model registry and the ranker's variant table define exactly them.
+Backbone = Literal["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"]
+Variant = Literal["id", "item_text", "reland", "rationale_only", "seed_vector"]
+BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
+VARIANT_NAMES: tuple[str, ...] = get_args(Variant)
+
+
 class RankerConfig(RankerSettings):
     """The downstream recommender (the paper's §4.1 settings) and how its runs are tracked."""
 
-    backbone: Literal["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"] = "sasrec"
-    variant: Literal["id", "item_text", "reland", "rationale_only", "seed_vector"] = Field(
+    backbone: Backbone = "sasrec"
+    variant: Variant = Field(
         "reland", description="'id' only; 'item_text' (+f_item); 'reland' (+f_item and the fusion of Eq. 5); "
                               "'rationale_only' (the fusion without item text: the w/o i.f. ablation); "
                               "'seed_vector' (+f_item, fusing the assigned seed's behaviour vector instead of "
@@ -214,10 +222,9 @@ class RankerConfig(RankerSettings):
 
     @model_validator(mode="after")
     def _tuned_keys_name_backbones(self) -> "RankerConfig":
-        backbones = self.model_fields["backbone"].annotation.__args__
         for key in self.tuned:
-            if key.split("-", 1)[0] not in backbones:
-                raise ValueError(f"ranker.tuned: {key!r} names no backbone ({', '.join(backbones)})")
+            if key.split("-", 1)[0] not in BACKBONE_NAMES:
+                raise ValueError(f"ranker.tuned: {key!r} names no backbone ({', '.join(BACKBONE_NAMES)})")
         return self
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from components.config import Config, available_presets, load_config
+from components.config import BACKBONE_NAMES, VARIANT_NAMES, Config, available_presets, load_config
 from components.errors import InputError
 from components.workspace import Workspace
 from validation.gate import ValidationFailed
@@ -343,8 +343,8 @@ def features_show(obj: _Context, user_id: str) -> None:
                                                          f"{embedding[1]:.4f}, …]"}, indent=2))
 
 
-BACKBONE_CHOICE = click.Choice(["neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec"])
-VARIANT_CHOICE = click.Choice(["id", "item_text", "reland", "rationale_only", "seed_vector"])
+BACKBONE_CHOICE = click.Choice(BACKBONE_NAMES)
+VARIANT_CHOICE = click.Choice(VARIANT_NAMES)
 
 
 def _ranker_overrides(epochs: int | None, **fields) -> dict:
@@ -405,9 +405,9 @@ def _names(value: str | None, default: tuple) -> tuple:
 @click.pass_obj
 def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> None:
     """Every backbone x variant, with paired t-tests; registers the best ranker in the model registry."""
-    from pipelines.studies import BACKBONES, VARIANTS, table2
+    from pipelines.studies import VARIANTS, table2
 
-    frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONES),
+    frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONE_NAMES),
                    _names(variants, VARIANTS), obj.progress, repeats=repeats)
     click.echo(frame.to_string(index=False))
 

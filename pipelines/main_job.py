@@ -9,14 +9,12 @@ import pandas as pd
 from components.config import Config
 from components.features import online_features
 from components.retrieval import TABLE
-from components.steps import record_name, run_step, step_record
+from components.steps import STEPS, record_name, run_step, step_record
 from components.tracking import tracking_uri, use_experiment
 from components.workspace import Workspace, write_json
 
 
-MAIN_STEPS = ("prepare_data", "validate_interactions", "train_encoder", "embed_users", "validate_behaviour",
-              "sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "embed_item_text",
-              "apply_features", "materialise_features")
+MAIN_STEPS = tuple(name for name in STEPS if name != "train_ranker")  # the registry's order; rankers come after
 RANKER_VARIANTS = ("item_text", "reland")  # the ranker without and with the rationale features
 
 
@@ -47,8 +45,15 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     results, timings = {}, {}
     for name, step_config in [(name, config) for name in MAIN_STEPS] + [("train_ranker", c) for c in rankers.values()]:
         key = record_name(step_config, name)
-        results[key], _ = run_step(step_config, workspace, name, progress)
-        record = step_record(step_config, workspace, name)
+        if runner == "kfp":  # the pipelines ran every step: read what they recorded
+            record = step_record(step_config, workspace, name)
+            if record is None:
+                raise RuntimeError(f"the Kubeflow pipelines finished without recording step {key!r} in "
+                                   f"{workspace.root / 'steps'}")
+            results[key] = record["result"]
+        else:
+            results[key], _ = run_step(step_config, workspace, name, progress)
+            record = step_record(step_config, workspace, name)
         timings[key] = record["seconds"]
         fresh = record["finished_at"] >= started_at
         echo(f"   {key.replace('_', ' ')}: " + (f"{record['seconds']:.1f}s" if fresh else "up to date, skipped"))

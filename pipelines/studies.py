@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from components.config import Config
+from components.config import BACKBONE_NAMES, Config
 from components.data.tables import PreparedDataset
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
@@ -26,7 +26,6 @@ from components.workspace import Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
 SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
-BACKBONES = ("neumf", "ngcf", "lightgcn", "gru4rec", "sasrec", "duorec")
 VARIANTS = ("id", "item_text", "reland")
 BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
 METRICS = ("ndcg@10", "hit@10")
@@ -151,7 +150,7 @@ def _per_user(results: list[dict]) -> dict[str, dict]:
     return {r["key"]: cell_per_user(Workspace(r["workspace"]), r["rankers"]) for r in results}
 
 
-def table2(config: Config, workspace: Workspace, backbones=BACKBONES, variants=VARIANTS,
+def table2(config: Config, workspace: Workspace, backbones=BACKBONE_NAMES, variants=VARIANTS,
            progress: bool = True, register: bool = True, repeats: int = 1) -> pd.DataFrame:
     """Every backbone × variant; lifts and paired tests of +f_item and RELAND against ID-only.
 

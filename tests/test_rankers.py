@@ -359,3 +359,10 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_on_the_next_sta
         assert client.get_run(orphan.info.run_id).info.status == "KILLED"
         assert client.get_run(live.info.run_id).info.status == "RUNNING", "a live process's run is left alone"
     assert mlflow.get_run(live.info.run_id).info.status == "FINISHED"
+
+
+def test_the_model_registry_and_the_configuration_name_the_same_rankers():
+    from components.config import BACKBONE_NAMES, VARIANT_NAMES
+    from components.ranker import VARIANT_INPUTS
+
+    assert set(BACKBONES) == set(BACKBONE_NAMES) and set(VARIANT_INPUTS) == set(VARIANT_NAMES)
