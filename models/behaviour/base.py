@@ -47,8 +47,4 @@ class BehaviourEncoder(nn.Module, ABC):
 
     @abstractmethod
     def embed(self, graph: dgl.DGLHeteroGraph, batch_size: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """Final vectors in batches as (node type, node ids, vectors): users, then items."""
-
-
-def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    return -torch.nn.functional.logsigmoid(positive - negative).mean()
+        """Final vectors in batches as (node type, node ids, vectors): items, then users."""

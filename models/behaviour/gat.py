@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from dgl.nn import GATConv, HeteroGraphConv
 from torch import nn
 
-from models.behaviour.base import BehaviourEncoder, GraphSignature, bpr_loss
+from models.behaviour.base import BehaviourEncoder, GraphSignature
+from models.losses import bpr_loss
 
 # DGL suggests CPU affinity for worker processes; the loaders here run in the main process.
 warnings.filterwarnings("ignore", message="Dataloader CPU affinity opt is not enabled")

@@ -14,7 +14,8 @@ import dgl.function as fn
 import torch
 from torch import nn
 
-from models.behaviour.base import BehaviourEncoder, GraphSignature, bpr_loss
+from models.behaviour.base import BehaviourEncoder, GraphSignature
+from models.losses import bpr_loss
 
 
 class LightGCN(BehaviourEncoder):

@@ -143,7 +143,3 @@ def serving_rows(users: torch.Tensor, sequences: torch.Tensor, rationales: torch
     """The float matrix :meth:`Recommender.forward` reads (the registered model's input)."""
     parts = [users[:, None].float(), sequences.float()] + ([rationales.float()] if rationales is not None else [])
     return torch.cat(parts, dim=1)
-
-
-def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    return -nn.functional.logsigmoid(positive - negative).mean()

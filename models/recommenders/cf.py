@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.recommenders.base import ItemInput, Recommender, bpr_loss
+from models.losses import bpr_loss
+from models.recommenders.base import ItemInput, Recommender
 
 
 def normalised_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
