@@ -5,6 +5,7 @@ Each step (``prepare_data`` …) takes a :class:`~components.config.Config` and 
 same code runs from the ``reland`` CLI, from tests and inside Kubeflow components
 (``components.kubeflow``).  ``components.data`` is the data layer the steps start from.
 
-May import: ``models`` (torch/DGL/transformers modules) and ``validation``; never ``pipelines`` (the CLI, the main job and the
-studies sit above the steps), ``serving`` or ``benchmarks``; ``tests/test_architecture.py`` checks it.
+May import: ``models`` (torch/DGL/transformers modules) and ``validation``; never ``pipelines``
+(the CLI, the main job and the studies sit above the steps), ``serving`` or ``benchmarks``;
+``tests/test_architecture.py`` checks it.
 """

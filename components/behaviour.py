@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from components.config import Config, EncoderConfig
-from components.data.tables import TRAIN, VALID, ColumnCursor, PreparedDataset, vector_array, write_table
+from components.data.tables import SPLIT_COLUMN, TRAIN, VALID, ColumnCursor, PreparedDataset, vector_array, write_table
 from components.data.text import describe_item
-from components.graph import SPLIT_COLUMN, build_graph, interaction_etypes, save_graph_statistics
+from components.graph import build_graph, interaction_etypes, save_graph_statistics
 from components.workspace import Workspace, atomic_path, write_json
 from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
 from models.metrics import UserItemSets, full_ranking

@@ -20,11 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components.data.tables import TRAIN, PreparedDataset
+from components.data.tables import SPLIT_COLUMN, TRAIN, PreparedDataset
 from components.workspace import write_json
 
 MAX_CATEGORY_LEVELS = 4
-SPLIT_COLUMN = {"cf": "cf_split", "seq": "seq_split"}
 
 
 def reverse(relation: str) -> str:

@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 
 from components.config import FeaturesConfig
-from components.data.tables import TEST, TRAIN, VALID, PreparedDataset
+from components.data.tables import SPLIT_COLUMN, TEST, TRAIN, VALID, PreparedDataset
 from components.workspace import Workspace
 from models.metrics import UserItemSets
 
-SPLITS = {"cf": "cf_split", "seq": "seq_split"}
 
 
 @dataclass
@@ -44,12 +43,12 @@ class RankerData:
     """The interactions of one task in index space, held as flat time-ordered arrays per user."""
 
     def __init__(self, data: PreparedDataset, family: str, max_len: int = 50):
-        table = data.interactions(["user_idx", "item_idx", SPLITS[family]])
+        table = data.interactions(["user_idx", "item_idx", SPLIT_COLUMN[family]])
         self.family, self.max_len = family, max_len
         self.n_users, self.n_items = data.n_users, data.n_items
         self.users = table["user_idx"].to_numpy(np.int64)
         self.items = table["item_idx"].to_numpy(np.int64)
-        self.split = table[SPLITS[family]].to_numpy(np.int8)
+        self.split = table[SPLIT_COLUMN[family]].to_numpy(np.int8)
         if np.any(np.diff(self.users) < 0):
             raise ValueError(f"{data.folder}: interactions are not grouped by user; re-run 'reland data prepare'")
         counts = np.bincount(self.users, minlength=self.n_users)

@@ -25,8 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from components.config import Config, LLMConfig
-from components.data.tables import TRAIN, PreparedDataset, write_table
-from components.graph import SPLIT_COLUMN
+from components.data.tables import SPLIT_COLUMN, TRAIN, PreparedDataset, write_table
 from components.llm_cache import ResponseCache, cache_key
 from components.grounding import Catalogue, grounding_summary
 from components.prompts import (TEMPLATE_VERSION, HistoryItem, Profile, build_messages, condense_history,

@@ -26,6 +26,11 @@ def metric_names(values: dict) -> dict:
     return {k.replace("@", "_at_"): v for k, v in values.items()}
 
 
+def registered_model_name(config: Config) -> str:
+    """The model-registry name of a dataset's served ranker."""
+    return f"reland-ranker-{config.name}"
+
+
 def tracking_uri(workspace: Workspace) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.dir('mlflow') / 'mlflow.db'}"
 

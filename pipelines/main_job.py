@@ -10,7 +10,7 @@ from components.config import Config
 from components.features import online_features
 from components.retrieval import TABLE
 from components.steps import STEPS, record_name, run_step, step_record
-from components.tracking import tracking_uri, use_experiment
+from components.tracking import registered_model_name, tracking_uri, use_experiment
 from components.workspace import Workspace, write_json
 
 
@@ -117,7 +117,7 @@ def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspa
     """Register the ranker with the better validation NDCG@10 (again only if a ranker was retrained)."""
     from pipelines.studies import register_ranker
 
-    name = f"reland-ranker-{next(iter(rankers.values())).name}"
+    name = registered_model_name(next(iter(rankers.values())))
     fresh = any(step_record(c, workspace, "train_ranker")["finished_at"] >= started_at for c in rankers.values())
     if not fresh and (workspace.root / "mlflow").exists():
         return f"models:/{name}/latest"

@@ -21,7 +21,7 @@ from components.data.tables import PreparedDataset
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
-                                 start_run, use_experiment)
+                                 registered_model_name, start_run, use_experiment)
 from components.workspace import Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
@@ -396,7 +396,7 @@ def register_ranker(config: Config, workspace: Workspace) -> str:
     model = load_ranker(config, workspace)
     example = serving_example(model)
     signature = infer_signature(example.numpy(), model(example).detach().numpy())
-    name = f"reland-ranker-{config.name}"
+    name = registered_model_name(config)
     with start_run(run_name=f"register {config.ranker.run_name}", nested=True):
         mlflow.log_params({"ranker": config.ranker.run_name, "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant})

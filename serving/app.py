@@ -19,8 +19,9 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from components.config import Config
-from components.data.tables import VALID, PreparedDataset
+from components.data.tables import SPLIT_COLUMN, VALID, PreparedDataset
 from components.features import OnlineFeatures
+from components.tracking import registered_model_name
 from components.workspace import Workspace
 from models.recommenders import Recommender, serving_rows
 
@@ -83,8 +84,7 @@ class Ranker:
         mlflow.set_tracking_uri(tracking_uri(workspace))
         self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
         self.model_uri = model_uri
-        split = "seq_split" if self.model.family == "seq" else "cf_split"
-        self.catalogue = Catalogue.load(PreparedDataset(workspace.root / "data"), split)
+        self.catalogue = Catalogue.load(PreparedDataset(workspace.root / "data"), SPLIT_COLUMN[self.model.family])
         self.features = OnlineFeatures(workspace, config.features)
         self.workspace = workspace
 
@@ -124,7 +124,7 @@ class Ranker:
 
 
 def default_model_uri(config: Config) -> str:
-    return f"models:/reland-ranker-{config.name}/latest"
+    return f"models:/{registered_model_name(config)}/latest"
 
 
 def create_app(workspace: Workspace, config: Config, model_uri: str | None = None) -> FastAPI:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from components.workspace import atomic_path, read_json, write_json
 
 TRAIN, VALID, TEST = 0, 1, 2
+SPLIT_COLUMN = {"cf": "cf_split", "seq": "seq_split"}  # each row's split, per task (family)
 SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
 
 INTERACTIONS = "interactions.parquet"
