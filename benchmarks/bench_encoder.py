@@ -37,12 +37,12 @@ from components.behaviour import Optimiser, build_encoder, save_checkpoint, seed
 from components.data.tables import PreparedDataset
 from components.graph import build_graph, interaction_etypes
 t0 = time.perf_counter()
-graph, _ = build_graph(PreparedDataset(workspace.root / "data"), "cf")
+graph, _ = build_graph(PreparedDataset(workspace.prepared), "cf")
 graph_s = time.perf_counter() - t0
 generator = seed_everything(0)
 model = build_encoder(config.encoder, graph, None)
 stats = train_epoch(model, graph, Optimiser(model, 0.01), config.encoder, generator)
-save_checkpoint(workspace.path("encoder", "checkpoint.pt"), model, config.encoder, 0, {})
+save_checkpoint(workspace.checkpoint, model, config.encoder, 0, {})
 print(json.dumps({"edges": sum(graph.num_edges(et) for et in interaction_etypes(graph)), "graph_s": graph_s, **stats}))
 """
 EMBED = PREAMBLE + """

@@ -30,7 +30,7 @@ from components.config import load_config  # noqa: E402
 from components.data.tables import vector_array  # noqa: E402
 from components.features import OnlineFeatures, apply_features, materialise_features  # noqa: E402
 from components.pool import write_pool_version  # noqa: E402
-from components.retrieval import TABLE, output_schema  # noqa: E402
+from components.retrieval import output_schema  # noqa: E402
 from components.workspace import Workspace  # noqa: E402
 
 
@@ -40,10 +40,10 @@ def build(ws: Workspace, users: int) -> None:
                           "step2": "b", "model": "m", "template_version": "v", "prompt_tokens": 0, "completion_tokens": 0})
     seed_vectors = rng.normal(size=(100, 384)).astype(np.float32)
     seed_vectors /= np.linalg.norm(seed_vectors, axis=1, keepdims=True)
-    write_pool_version(ws, str(ws.path("pool", "milvus.db")), seeds, rng.normal(size=(100, 64)).astype(np.float32),
+    write_pool_version(ws, str(ws.milvus_file), seeds, rng.normal(size=(100, 64)).astype(np.float32),
                        seed_vectors)
     now = int((datetime.now(timezone.utc) - timedelta(minutes=1)).timestamp() * 1e6)
-    with pq.ParquetWriter(ws.path("features", TABLE), output_schema(384)) as out:
+    with pq.ParquetWriter(ws.user_rationales, output_schema(384)) as out:
         for start in range(0, users, 100_000):
             n = min(100_000, users - start)
             pick = rng.integers(0, 100, n)
@@ -95,7 +95,7 @@ def main() -> None:
         try:
             for store in ("sqlite", "redis"):
                 config = load_config(overrides={"features": {"online_store": store, "redis_url": url}})
-                (root / "features" / "registry.db").unlink(missing_ok=True)  # each store materialises from scratch
+                ws.feast_registry.unlink(missing_ok=True)  # each store materialises from scratch
                 apply_features(config, ws)
                 started = time.perf_counter()
                 materialise_features(config, ws)

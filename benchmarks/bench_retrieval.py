@@ -31,7 +31,7 @@ rng = np.random.default_rng(0)
 centres = rng.normal(size=(256, dim)).astype(np.float32)
 schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
                     ("cold", pa.bool_())])
-with pq.ParquetWriter(ws.path("encoder", "user_vectors.parquet"), schema) as out:
+with pq.ParquetWriter(ws.user_vectors, schema) as out:
     for start in range(0, users, 100_000):
         n = min(100_000, users - start)
         v = centres[rng.integers(0, 256, n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
@@ -45,7 +45,7 @@ rationale /= np.linalg.norm(rationale, axis=1, keepdims=True)
 frame = pd.DataFrame({"user_idx": np.arange(seeds), "user_id": [f"u{i}" for i in range(seeds)], "step1": "s1",
                       "step2": "s2", "model": "bench", "template_version": "bench", "prompt_tokens": 0,
                       "completion_tokens": 0})
-write_pool_version(ws, str(ws.path("pool", "milvus.db")), frame, seed_vectors, rationale)
+write_pool_version(ws, str(ws.milvus_file), frame, seed_vectors, rationale)
 print(json.dumps({"ok": True}))
 """
 ROOFLINE = """
@@ -78,7 +78,7 @@ from components.data.tables import vectors_of
 from components.pool import current_pool, search_pool
 from components.workspace import Workspace
 ws, n = Workspace(sys.argv[1]), int(sys.argv[2])
-batch = next(pq.ParquetFile(ws.root / "encoder" / "user_vectors.parquet").iter_batches(batch_size=n, columns=["vector"]))
+batch = next(pq.ParquetFile(ws.user_vectors).iter_batches(batch_size=n, columns=["vector"]))
 vectors = vectors_of(batch.column("vector"))
 pool = current_pool(ws)
 t = time.perf_counter()

@@ -25,6 +25,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
+from components.data.tables import PreparedDataset  # noqa: E402
+from components.workspace import Workspace  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -49,8 +52,9 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float = 180) -> dict
 
 def requests_for(workspace: Path, n: int, candidates: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    users = pd.read_parquet(workspace / "data" / "users.parquet", columns=["user_id"])["user_id"].astype(str).to_numpy()
-    items = pd.read_parquet(workspace / "data" / "items.parquet", columns=["item_id"])["item_id"].astype(str).to_numpy()
+    data = PreparedDataset(Workspace(workspace).prepared)
+    users = data.users()["user_id"].astype(str).to_numpy()
+    items = data.items()["item_id"].astype(str).to_numpy()
     return [{"user_id": str(rng.choice(users)), "candidates": rng.choice(items, min(candidates, len(items)),
                                                                           replace=False).tolist(), "k": 10}
             for _ in range(n)]

@@ -22,7 +22,6 @@ from common import save  # noqa: E402
 
 from components.config import load_config  # noqa: E402
 from components.features import OnlineFeatures, apply_features, materialise_features  # noqa: E402
-from components.retrieval import TABLE  # noqa: E402
 from components.workspace import Workspace  # noqa: E402
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=50)
     args = parser.parse_args()
     ws = Workspace(args.workspace)
-    table = pd.read_parquet(ws.path("features", TABLE))
+    table = pd.read_parquet(ws.user_rationales)
     sample = table.sample(min(args.sample, len(table)), random_state=0)
     server, url = redis_server(ws.root)
     report = {"workspace": str(ws.root), "users": len(table), "sampled": len(sample), "stores": {}}
@@ -42,7 +41,7 @@ def main() -> None:
         for store in ("sqlite", "redis"):
             config = load_config(args.preset, args.config, {"features": {"online_store": store, "redis_url": url}})
             if store == "redis":
-                (ws.root / "features" / "registry.db").unlink(missing_ok=True)  # materialise Redis from scratch
+                ws.feast_registry.unlink(missing_ok=True)  # materialise Redis from scratch
             apply_features(config, ws)
             materialise_features(config, ws)
             got = OnlineFeatures(ws, config.features).get(sample["user_id"].tolist())

@@ -23,6 +23,7 @@ from common import save  # noqa: E402
 from components.data.tables import PreparedDataset  # noqa: E402
 from components.grounding import Catalogue, grounding_summary  # noqa: E402
 from components.rationales import history_texts, seed_histories  # noqa: E402
+from components.workspace import Workspace  # noqa: E402
 
 
 def main() -> None:
@@ -32,8 +33,8 @@ def main() -> None:
     parser.add_argument("--label", default=None, help="name of the results file (default: the workspace's name)")
     parser.add_argument("--examples", type=int, default=5)
     args = parser.parse_args()
-    data = PreparedDataset(args.workspace / "data")
-    rationales = pd.read_parquet(args.rationales or args.workspace / "pool" / "rationales.parquet")
+    data = PreparedDataset(Workspace(args.workspace).prepared)
+    rationales = pd.read_parquet(args.rationales or Workspace(args.workspace).rationale_table)
     parsed = rationales[rationales["status"] == "ok"].reset_index(drop=True)
     catalogue = Catalogue(data.items())
     histories = seed_histories(data, parsed["user_idx"].to_numpy(), "cf", 1_000_000)

@@ -27,7 +27,6 @@ from components.workspace import Workspace, atomic_path, write_json
 from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
 from models.metrics import UserItemSets, full_ranking
 
-CHECKPOINT = "checkpoint.pt"
 ITEM_TEXT_CACHE = "item_text.npy"
 
 
@@ -105,14 +104,14 @@ class Optimiser:
 
 def write_item_text_features(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     """``features/item_text_embedding.parquet``: MiniLM over each item's title, brand and categories."""
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     vectors = item_text_embeddings(data, workspace, progress).numpy()
     items = data.items()
     now = int(time.time() * 1e6)
     table = pa.Table.from_arrays([pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"].to_numpy()),
                                   vector_array(vectors), pa.array(np.full(len(items), now), pa.timestamp("us", tz="UTC"))],
                                  names=["item_id", "item_idx", "text_embedding", "event_timestamp"])
-    with atomic_path(workspace.path("features", "item_text_embedding.parquet")) as tmp:
+    with atomic_path(workspace.item_text) as tmp:
         pq.write_table(table, tmp)
     return {"items": len(items), "dim": int(vectors.shape[1])}
 
@@ -157,7 +156,7 @@ def save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epo
 def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     """Train the configured encoder with BPR, early-stopped on validation recall@20."""
     enc = config.encoder
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     graph, entities = build_graph(data, enc.task, config.data.chunk_rows, with_entities=enc.kind == "gat" and enc.entities)
     out = workspace.dir("encoder")
     graph_stats = save_graph_statistics(graph, out / "graph_stats.json")
@@ -177,7 +176,7 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
         bar.set_postfix(loss=f"{stats['loss']:.4f}", recall20=f"{stats['recall@20']:.4f}")
         if best is None or stats["recall@20"] > best["recall@20"]:
             best, waited = stats, 0
-            save_checkpoint(out / CHECKPOINT, model, enc, epoch, stats)
+            save_checkpoint(workspace.checkpoint, model, enc, epoch, stats)
         else:
             waited += 1
             if waited >= enc.patience:
@@ -220,10 +219,10 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     can apply its own fallback.
     """
     enc = config.encoder
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     graph, _ = build_graph(data, enc.task, config.data.chunk_rows, with_entities=enc.kind == "gat" and enc.entities)
     item_text = item_text_embeddings(data, workspace, progress) if enc.kind == "gat" and enc.item_text else None
-    model = load_encoder(workspace.path("encoder", CHECKPOINT), graph, enc, item_text)
+    model = load_encoder(workspace.checkpoint, graph, enc, item_text)
     degree = sum(graph.out_degrees(etype=et) for et in interaction_etypes(graph)).numpy()
     item_ids = data.items()["item_id"].to_numpy()
     user_ids = ColumnCursor(data.folder / "users.parquet", "user_id")
@@ -238,7 +237,7 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
     graph.create_formats_()  # the graph's sparse indexes belong to the graph, not to any one batch
     before = psutil.Process().memory_info()  # graph and parameters loaded: the rest is inference
-    with atomic_path(out / "item_vectors.parquet") as items_tmp, atomic_path(out / "user_vectors.parquet") as users_tmp, \
+    with atomic_path(workspace.item_vectors) as items_tmp, atomic_path(workspace.user_vectors) as users_tmp, \
             pq.ParquetWriter(items_tmp, item_schema) as items_out, pq.ParquetWriter(users_tmp, user_schema) as users_out, \
             tqdm(total=graph.num_nodes("user") + graph.num_nodes("item"), desc="embed", unit="node",
                  disable=not progress) as bar:

@@ -26,11 +26,11 @@ def validate_behaviour_vectors(config: Config, workspace: Workspace) -> dict:
     from validation.gate import ValidationFailed, run_gate
     from validation.suites import behaviour_chunks, behaviour_suite
 
-    path = workspace.root / "encoder" / "user_vectors.parquet"
+    path = workspace.user_vectors
     if not path.exists():
         raise FileNotFoundError(f"{path}: no behaviour vectors yet; run 'reland encoder embed' first")
     summary = run_gate("behaviour_vectors", behaviour_suite(config.encoder.dim), behaviour_chunks(path), workspace)
-    expected = PreparedDataset(workspace.root / "data").n_users
+    expected = PreparedDataset(workspace.prepared).n_users
     if summary["rows"] != expected:
         raise ValidationFailed(f"{path}: {summary['rows']:,} rows for {expected:,} users; every user needs one vector")
     return summary

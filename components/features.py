@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from components.config import Config, FeaturesConfig
-from components.retrieval import TABLE
 from components.workspace import Workspace
 
 
@@ -17,8 +16,8 @@ def apply_features(config: Config, workspace: Workspace) -> list[str]:
     """Register the platform's entities, feature views and feature service in the workspace registry."""
     from feature_repo import definitions, feature_store
 
-    if not workspace.path("features", TABLE).exists():
-        raise FileNotFoundError(f"{workspace.path('features', TABLE)}: nothing to serve; run 'reland pool retrieve' first")
+    if not workspace.user_rationales.exists():
+        raise FileNotFoundError(f"{workspace.user_rationales}: nothing to serve; run 'reland pool retrieve' first")
     objects = definitions(workspace, config.features.ttl_days)
     feature_store(workspace, config.features).apply(objects)
     return [obj.name for obj in objects]
@@ -33,7 +32,7 @@ def validate_features(config: Config, workspace: Workspace) -> dict:
     pool = current_pool(workspace)
     seeds = [str(s) for s in load_pool(pool)["seed_user_id"]]
     return run_gate("user_rationale_embedding", rationale_suite(seeds, pool.version, pool.rationale_dim),
-                    rationale_chunks(workspace.path("features", TABLE)), workspace)
+                    rationale_chunks(workspace.user_rationales), workspace)
 
 
 def materialise_features(config: Config, workspace: Workspace, end: datetime | None = None) -> dict:

@@ -50,7 +50,7 @@ class PoolVersion:
 
 
 def pool_uri(config: Config, workspace: Workspace) -> str:
-    return config.pool.uri or str(workspace.path("pool", "milvus.db"))
+    return config.pool.uri or str(workspace.milvus_file)
 
 
 @contextlib.contextmanager
@@ -63,14 +63,14 @@ def milvus(uri: str) -> Iterator[MilvusClient]:
 
 
 def current_pool(workspace: Workspace) -> PoolVersion:
-    pointer = workspace.root / "pool" / "current.json"
+    pointer = workspace.pool_pointer
     if not pointer.exists():
         raise FileNotFoundError(f"{pointer}: no reasoning pool yet; run 'reland pool build'")
     return PoolVersion(**read_json(pointer))
 
 
 def pool_versions(workspace: Workspace) -> list[PoolVersion]:
-    path = workspace.root / "pool" / "versions.json"
+    path = workspace.pool_versions_file
     return [PoolVersion(**v) for v in read_json(path)] if path.exists() else []
 
 
@@ -82,7 +82,7 @@ def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
     with milvus(match[0].uri) as client:
         if not client.has_collection(match[0].collection):
             raise ValueError(f"collection {match[0].collection} is gone from {match[0].uri}")
-    write_json(workspace.path("pool", "current.json"), asdict(match[0]))
+    write_json(workspace.pool_pointer, asdict(match[0]))
     return match[0]
 
 
@@ -90,7 +90,7 @@ def seed_behaviour_vectors(workspace: Workspace, seeds: np.ndarray) -> np.ndarra
     """Rows of M for the given users, read from the streamed vector table."""
     wanted = pd.Index(seeds)
     out = None
-    for batch in pq.ParquetFile(workspace.root / "encoder" / "user_vectors.parquet").iter_batches(
+    for batch in pq.ParquetFile(workspace.user_vectors).iter_batches(
             batch_size=65_536, columns=["user_idx", "vector"]):
         users = batch.column("user_idx").to_numpy()
         hits = wanted.get_indexer(users)
@@ -135,7 +135,7 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     from models.text_encoder import TextEncoder
 
     cfg = config.pool
-    rationales = pd.read_parquet(workspace.path("pool", "rationales.parquet"))
+    rationales = pd.read_parquet(workspace.rationale_table)
     parsed = rationales[rationales["status"] == "ok"].reset_index(drop=True)
     short = parsed["step2"].str.split().str.len() < cfg.min_words
     vacuous = parsed["vacuous"] & ~cfg.keep_vacuous
@@ -190,8 +190,8 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
             pa.array(seeds["user_idx"].to_numpy(np.int64)), pa.array(seeds["user_id"].astype(str).to_numpy()),
             vector_array(behaviour), vector_array(rationale), pa.array(seeds["step1"].astype(str).to_numpy())],
             names=["seed_idx", "seed_user_id", "behaviour", "rationale", "step1"]), tmp)
-    write_json(workspace.path("pool", "versions.json"), [asdict(v) for v in previous] + [asdict(pool)])
-    write_json(workspace.path("pool", "current.json"), asdict(pool))
+    write_json(workspace.pool_versions_file, [asdict(v) for v in previous] + [asdict(pool)])
+    write_json(workspace.pool_pointer, asdict(pool))
     return pool
 
 

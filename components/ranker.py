@@ -24,7 +24,7 @@ from tqdm import tqdm
 from components.config import Config, RankerConfig, RankerSettings
 from components.data.tables import PreparedDataset
 from components.ranker_data import EvalSet, RankerData, historical_features
-from components.workspace import Workspace, atomic_path, write_json
+from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, write_json
 from models.metrics import full_ranking
 from models.recommenders import BACKBONES, Recommender, build_recommender, family, model_settings
 
@@ -102,13 +102,11 @@ def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
 
 def seed_behaviour_vectors(workspace: Workspace, users: pd.Series) -> np.ndarray:
     """The behaviour vector of each user's assigned seed (retrieval's ``seed_user_id``), in ``users`` order."""
-    from components.retrieval import TABLE
-
-    assigned = pd.read_parquet(workspace.root / "features" / TABLE, columns=["user_id", "seed_user_id"])
-    vectors = pd.read_parquet(workspace.root / "encoder" / "user_vectors.parquet", columns=["user_id", "vector"])
+    assigned = pd.read_parquet(workspace.user_rationales, columns=["user_id", "seed_user_id"])
+    vectors = pd.read_parquet(workspace.user_vectors, columns=["user_id", "vector"])
     seed_of = assigned.set_index("user_id")["seed_user_id"].reindex(users.astype(str))
     if seed_of.isna().any():
-        raise ValueError(f"{workspace.root / 'features' / TABLE}: no assigned seed for user "
+        raise ValueError(f"{workspace.user_rationales}: no assigned seed for user "
                          f"{seed_of.index[seed_of.isna().argmax()]}; run 'reland pool retrieve'")
     return np.stack(vectors.set_index("user_id")["vector"].loc[seed_of.to_numpy()].to_numpy()).astype(np.float32)
 
@@ -191,7 +189,7 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
     cfg = config.ranker
     torch.manual_seed(config.seed + cfg.repeat)
     rng = np.random.default_rng(config.seed + cfg.repeat)
-    prepared = PreparedDataset(workspace.root / "data")
+    prepared = PreparedDataset(workspace.prepared)
     data = RankerData(prepared, family(cfg.backbone), config.data.max_seq_len)
     as_of = as_of or pd.Timestamp.now(tz="UTC")
     item_text, rationales = ranker_features(config, workspace, prepared, as_of)
@@ -239,29 +237,30 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
 
 def save_ranker(workspace: Workspace, config: Config, model: Recommender, result: dict, curve: list[dict],
                 users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
-    folder = workspace.dir("ranker") / config.ranker.run_name
-    with atomic_path(folder / "model.pt") as tmp:
+    folder = workspace.ranker(config.ranker.run_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / RANKER_MODEL) as tmp:
         torch.save({"state": model.state_dict(), "ranker": config.ranker.model_dump(), "n_users": model.n_users,
                     "n_items": model.n_items, "max_len": config.data.max_seq_len}, tmp)
-    with atomic_path(folder / "per_user.npz") as tmp:
+    with atomic_path(folder / RANKER_PER_USER) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, users=users, **{k.replace("@", "_at_"): v for k, v in per_user.items()})
-    write_json(folder / "metrics.json", {**result, "curve": curve})
+    write_json(folder / RANKER_METRICS, {**result, "curve": curve})
 
 
 def load_per_user(workspace: Workspace, name: str) -> dict[str, np.ndarray]:
-    with np.load(workspace.root / "ranker" / name / "per_user.npz") as saved:
+    with np.load(workspace.ranker(name) / RANKER_PER_USER) as saved:
         return {k.replace("_at_", "@"): saved[k] for k in saved.files}
 
 
 def load_ranker(config: Config, workspace: Workspace) -> Recommender:
     """Rebuild a trained ranker from ``ranker/<backbone>-<variant>/model.pt`` (feature tables come with its state)."""
-    path = workspace.root / "ranker" / config.ranker.run_name / "model.pt"
+    path = workspace.ranker(config.ranker.run_name) / RANKER_MODEL
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained ranker; run 'reland ranker train' first")
     saved = torch.load(path, weights_only=True)
     state = saved["state"]
-    data = RankerData(PreparedDataset(workspace.root / "data"), family(config.ranker.backbone), saved["max_len"])
+    data = RankerData(PreparedDataset(workspace.prepared), family(config.ranker.backbone), saved["max_len"])
     item_text = torch.zeros_like(state["items.text"]) if "items.text" in state else None
     rationales = torch.zeros_like(state["fusion.rationales"]) if "fusion.rationales" in state else None
     model = make_model(config, data, item_text, rationales)

@@ -141,7 +141,7 @@ def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame,
     With a ``catalogue``, each job also carries the catalogue terms of the seed's history.
     """
     cfg = config.llm
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     path = data.stats["category_style"] == "path"
     histories = seed_histories(data, seeds["user_idx"].to_numpy(), config.encoder.task, config.data.chunk_rows)
     version = TEMPLATE_VERSION[cfg.prompt]
@@ -221,8 +221,8 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
     call (a control: does grounded text of this kind lift at all?).
     """
     cfg = config.llm
-    seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
-    catalogue = Catalogue(PreparedDataset(workspace.root / "data").items())
+    seeds = pd.read_parquet(workspace.seeds)
+    catalogue = Catalogue(PreparedDataset(workspace.prepared).items())
     jobs, users = plan_jobs(config, workspace, seeds, catalogue)
     counters = {"calls": 0, "cache_hits": 0, "resampled": 0}
     started = time.perf_counter()
@@ -233,7 +233,7 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
             job.grounding = catalogue.ground(*job.parsed, job.history_terms)
         return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, "none")
     backends = {"make": lambda: backend or make_backend(cfg)}
-    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    cache = ResponseCache(workspace.llm_cache)
     try:
         _answer(jobs, config, catalogue, backends, cache, users, counters, progress)
     finally:
@@ -251,9 +251,9 @@ def export_batch(config: Config, workspace: Workspace, target: Path, every_user:
     """
     cfg = config.llm
     if every_user:
-        seeds = PreparedDataset(workspace.root / "data").users()[["user_idx", "user_id"]]
+        seeds = PreparedDataset(workspace.prepared).users()[["user_idx", "user_id"]]
     else:
-        seeds = pd.read_parquet(workspace.path("pool", "seeds.parquet"))
+        seeds = pd.read_parquet(workspace.seeds)
     jobs, users = plan_jobs(config, workspace, seeds)
     if strict:
         for job in list(jobs):
@@ -261,7 +261,7 @@ def export_batch(config: Config, workspace: Workspace, target: Path, every_user:
             _stricter(jobs[-1], config)
             if cfg.resample_temperature > 0:
                 jobs.append(_resampled(job, config))
-    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    cache = ResponseCache(workspace.llm_cache)
     try:
         known = cache.get([job.key for job in jobs])
     finally:
@@ -304,7 +304,7 @@ def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
             entries.append((result["custom_id"], body["metadata"]["model"], body["metadata"]["template_version"],
                             body["messages"], Completion(text, usage["prompt_tokens"], usage["completion_tokens"],
                                                          float(answer.get("reland_seconds", 0.0)))))
-    cache = ResponseCache(workspace.path("pool", "llm_cache.sqlite"))
+    cache = ResponseCache(workspace.llm_cache)
     try:
         cache.put(entries)
     finally:
@@ -330,8 +330,8 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
         "completion_tokens": [j.spent.completion_tokens for j in jobs],
         "llm_seconds": [j.spent.seconds for j in jobs], "model": model,
         "template_version": [j.version for j in jobs], "created_at": pd.Timestamp.now(tz="UTC")})
-    write_table(frame, workspace.path("pool", "rationales.parquet"))
-    n_users = PreparedDataset(workspace.root / "data").n_users
+    write_table(frame, workspace.rationale_table)
+    n_users = PreparedDataset(workspace.prepared).n_users
     tokens_in, tokens_out = int(frame["prompt_tokens"].sum()), int(frame["completion_tokens"].sum())
     cost = tokens_in / 1000 * cfg.usd_per_1k_prompt_tokens + tokens_out / 1000 * cfg.usd_per_1k_completion_tokens
     scale = n_users / max(len(frame), 1)
@@ -348,6 +348,6 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
                                "completion_tokens": round(tokens_out * scale),
                                "llm_seconds": round(float(frame["llm_seconds"].sum()) * scale, 1),
                                "estimated_usd": round(cost * scale, 4)}}
-    write_json(workspace.path("pool", "rationales.json"), summary)
+    write_json(workspace.rationale_summary, summary)
     return summary
 

@@ -28,7 +28,6 @@ from components.data.tables import vector_array, vectors_of
 from components.pool import PoolVersion, current_pool, load_pool
 from components.workspace import Workspace, atomic_path, read_json, write_json
 
-TABLE = "user_rationale_embedding.parquet"
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -101,13 +100,13 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     seeds = load_pool(pool)
     seed_vectors = unit_rows(seeds["behaviour"]).astype(np.float32)
     seed_ids = pa.array(seeds["seed_user_id"], pa.string())
-    source = pq.ParquetFile(workspace.root / "encoder" / "user_vectors.parquet")
+    source = pq.ParquetFile(workspace.user_vectors)
     schema = output_schema(pool.rationale_dim)
     now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
     block = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
-    target = workspace.path("features", TABLE) if shard is None else shard_path(workspace, shard[0])
+    target = workspace.user_rationales if shard is None else shard_path(workspace, shard[0])
     # Floats neither dictionary-encode nor compress well: spend no time trying.  One writer thread
     # overlaps each block's write with the next block's matrix product (two blocks in memory at most).
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
@@ -141,7 +140,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
                "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
                "seconds": round(seconds, 3), "users_per_s": round(users / seconds), "table": str(target)}
-    write_json(target.with_suffix(".json") if shard else workspace.path("features", "retrieval.json"), summary)
+    write_json(target.with_suffix(".json") if shard else workspace.retrieval_summary, summary)
     return summary
 
 
@@ -155,7 +154,7 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
     versions = {s["pool_version"] for s in summaries}
     if len(versions) != 1:
         raise ValueError(f"retrieval shards come from different pool versions {sorted(versions)}; rerun them")
-    target = workspace.path("features", TABLE)
+    target = workspace.user_rationales
     schema = pq.read_schema(parts[0])
     with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=["seed_user_id"],
                                                       compression="none", write_statistics=False) as out:
@@ -168,5 +167,5 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
                "seconds": round(sum(s["seconds"] for s in summaries), 3)}
     summary["mean_similarity"] = round(summary["similarity_sum"] / max(users, 1), 4)
     summary["users_per_s"] = round(users / max(summary["seconds"], 1e-9))
-    write_json(workspace.path("features", "retrieval.json"), summary)
+    write_json(workspace.retrieval_summary, summary)
     return summary

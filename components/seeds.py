@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from components.config import Config, SeedConfig
-from components.data.tables import vectors_of, write_table
+from components.data.tables import USERS, vectors_of, write_table
 from components.workspace import Workspace, write_json
 
 REPRESENTATIVE, IMPORTANT, RANDOM = "representativeness", "importance", "random"
@@ -136,14 +136,14 @@ def sample_seed_users(cfg: SeedConfig, vectors: Path, interactions: np.ndarray, 
 
 def sample_seeds(config: Config, workspace: Workspace) -> dict:
     """Sample seeds from ``encoder/user_vectors.parquet``; write ``pool/seeds.parquet`` and ``pool/seeds.json``."""
-    vectors = workspace.root / "encoder" / "user_vectors.parquet"
+    vectors = workspace.user_vectors
     if not vectors.exists():
         raise FileNotFoundError(f"{vectors}: no behaviour vectors; run 'reland encoder embed' first")
-    users = pd.read_parquet(workspace.root / "data" / "users.parquet", columns=["user_idx", "user_id", "n_interactions"])
+    users = pd.read_parquet(workspace.prepared / USERS, columns=["user_idx", "user_id", "n_interactions"])
     frame, summary = sample_seed_users(config.seeds, vectors, users["n_interactions"].to_numpy(), config.seed)
     frame = frame.merge(users, on="user_idx", how="left")[
         ["user_idx", "user_id", "strategy", "cluster", "round", "n_interactions"]]
-    write_table(frame, workspace.path("pool", "seeds.parquet"))
+    write_table(frame, workspace.seeds)
     summary.update(users=len(users), seeds=len(frame),
                    mean_interactions_seeds=float(frame["n_interactions"].mean()),
                    mean_interactions_users=float(users["n_interactions"].mean()))

@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 
 from components.config import Config
-from components.workspace import Workspace, read_json, write_json
+from components.workspace import (CHECKPOINT, FEAST_REGISTRY, ITEM_TEXT, LLM_CACHE, POOL_POINTER, PREPARED,
+                                  RATIONALE_TABLE, SEEDS, USER_RATIONALES, USER_VECTORS, Workspace, read_json,
+                                  write_json)
 
 
 @dataclass(frozen=True)
@@ -62,20 +64,20 @@ STEPS: dict[str, Step] = {step.name: step for step in [
          ("data/interactions.parquet",)),
     Step("validate_interactions", "components.checks:validate_interactions", (), ("prepare_data",), ()),
     Step("train_encoder", "components.behaviour:train_behaviour_encoder", ("seed", "encoder"), ("prepare_data",),
-         ("encoder/checkpoint.pt",)),
+         (CHECKPOINT,)),
     Step("embed_users", "components.behaviour:embed_users", ("encoder",), ("train_encoder",),
-         ("encoder/user_vectors.parquet",)),
+         (USER_VECTORS,)),
     Step("validate_behaviour", "components.checks:validate_behaviour_vectors", (), ("embed_users",), ()),
-    Step("sample_seeds", "components.seeds:sample_seeds", ("seed", "seeds"), ("embed_users",), ("pool/seeds.parquet",)),
+    Step("sample_seeds", "components.seeds:sample_seeds", ("seed", "seeds"), ("embed_users",), (SEEDS,)),
     Step("generate_rationales", "components.rationales:generate_rationales", ("llm", "data.domain"), ("sample_seeds",),
-         ("pool/rationales.parquet",)),
-    Step("build_pool", "components.pool:build_pool", ("pool",), ("generate_rationales",), ("pool/current.json",)),
+         (RATIONALE_TABLE,)),
+    Step("build_pool", "components.pool:build_pool", ("pool",), ("generate_rationales",), (POOL_POINTER,)),
     Step("retrieve_rationales", "components.retrieval:retrieve_rationales", ("pool",), ("build_pool", "embed_users"),
-         ("features/user_rationale_embedding.parquet",)),
+         (USER_RATIONALES,)),
     Step("embed_item_text", "components.behaviour:write_item_text_features", ("pool.text_encoder_path",),
-         ("prepare_data",), ("features/item_text_embedding.parquet",)),
+         ("prepare_data",), (ITEM_TEXT,)),
     Step("apply_features", "components.features:apply_features", ("features",),
-         ("retrieve_rationales", "embed_item_text"), ("features/registry.db",), updated_later=("features/registry.db",)),
+         ("retrieve_rationales", "embed_item_text"), (FEAST_REGISTRY,), updated_later=(FEAST_REGISTRY,)),
     Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
     Step("train_ranker", "components.tracking:train_and_track", ("seed", "ranker", "data.max_seq_len"),
          ("apply_features",), (), derived="components.ranker:resolved_settings",
@@ -179,7 +181,7 @@ class PoolVariant:
     def workspace(self, base: Workspace) -> Workspace:
         """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
         child = Workspace(base.root / "studies" / self.name)
-        for relative in ("data", "encoder", "features/item_text_embedding.parquet", "pool/llm_cache.sqlite"):
+        for relative in (PREPARED, "encoder", ITEM_TEXT, LLM_CACHE):
             link = child.root / relative
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists() and (base.root / relative).exists():

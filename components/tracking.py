@@ -15,7 +15,8 @@ import socket
 from pathlib import Path
 
 from components.config import Config, RankerSettings
-from components.workspace import Workspace, read_json
+from components.data.tables import INTERACTIONS
+from components.workspace import RANKER_METRICS, Workspace, read_json
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -80,7 +81,7 @@ def close_orphaned_runs(experiment_id: str) -> list[str]:
 def data_hash(workspace: Workspace) -> str:
     """sha256 (first 16 hex digits) of the prepared interactions file: which data a run saw."""
     digest = hashlib.sha256()
-    with open(workspace.root / "data" / "interactions.parquet", "rb") as handle:
+    with open(workspace.prepared / INTERACTIONS, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 23), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
@@ -88,7 +89,7 @@ def data_hash(workspace: Workspace) -> str:
 
 def pool_context(workspace: Workspace) -> dict:
     """The pool a ranker's rationale features came from, and what its LLM calls cost."""
-    summary_path = workspace.root / "pool" / "rationales.json"
+    summary_path = workspace.rationale_summary
     if not summary_path.exists():
         return {}
     summary = read_json(summary_path)
@@ -98,7 +99,7 @@ def pool_context(workspace: Workspace) -> dict:
                "llm_completion_tokens": summary["completion_tokens"], "llm_seconds": summary["llm_seconds"],
                "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"],
                **{k: summary[k] for k in ("mean_grounding", "vacuous_share") if k in summary}}
-    current = workspace.root / "pool" / "current.json"
+    current = workspace.pool_pointer
     if current.exists():
         context["pool_version"] = read_json(current)["version"]
     return context
@@ -145,7 +146,7 @@ def train_and_track(config: Config, workspace: Workspace, progress: bool = True)
     with contextlib.nullcontext() if active else start_run(config.ranker.run_name):
         mlflow.log_params({**ranker_params(config, workspace), "reused": False})
         result = train_ranker(config, workspace, progress, on_epoch=log_epoch)
-        log_ranker_run(config, workspace, result, workspace.root / "ranker" / config.ranker.run_name / "metrics.json")
+        log_ranker_run(config, workspace, result, workspace.ranker(config.ranker.run_name) / RANKER_METRICS)
     return result
 
 

@@ -20,11 +20,111 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+# Every artefact's place, relative to the workspace root: the one list of the layout (step
+# records name their outputs with these, so nothing else spells a file name).
+PREPARED = "data"
+USER_VECTORS = "encoder/user_vectors.parquet"
+ITEM_VECTORS = "encoder/item_vectors.parquet"
+CHECKPOINT = "encoder/checkpoint.pt"
+SEEDS = "pool/seeds.parquet"
+RATIONALE_TABLE = "pool/rationales.parquet"
+RATIONALE_SUMMARY = "pool/rationales.json"
+LLM_CACHE = "pool/llm_cache.sqlite"
+MILVUS_FILE = "pool/milvus.db"
+POOL_POINTER = "pool/current.json"
+POOL_VERSIONS = "pool/versions.json"
+USER_RATIONALES = "features/user_rationale_embedding.parquet"
+ITEM_TEXT = "features/item_text_embedding.parquet"
+RETRIEVAL_SUMMARY = "features/retrieval.json"
+FEAST_REGISTRY = "features/registry.db"
+RANKERS = "ranker"  # one folder per trained ranker, holding these files:
+RANKER_MODEL, RANKER_METRICS, RANKER_PER_USER = "model.pt", "metrics.json", "per_user.npz"
+
+
 class Workspace:
-    """Paths of a run's artefacts under one root folder, plus atomic writes into them."""
+    """Paths of a run's artefacts under one root folder, plus atomic writes into them.
+
+    Each artefact has a property (``workspace.user_vectors`` …) whose parent folder exists.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+
+    def file(self, relative: str) -> Path:
+        """``root / relative`` with its parent folder created."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def prepared(self) -> Path:
+        """The prepared dataset's folder (read it with ``PreparedDataset``)."""
+        return self.root / PREPARED
+
+    @property
+    def user_vectors(self) -> Path:
+        return self.file(USER_VECTORS)
+
+    @property
+    def item_vectors(self) -> Path:
+        return self.file(ITEM_VECTORS)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.file(CHECKPOINT)
+
+    @property
+    def seeds(self) -> Path:
+        return self.file(SEEDS)
+
+    @property
+    def rationale_table(self) -> Path:
+        return self.file(RATIONALE_TABLE)
+
+    @property
+    def rationale_summary(self) -> Path:
+        return self.file(RATIONALE_SUMMARY)
+
+    @property
+    def llm_cache(self) -> Path:
+        return self.file(LLM_CACHE)
+
+    @property
+    def milvus_file(self) -> Path:
+        return self.file(MILVUS_FILE)
+
+    @property
+    def pool_pointer(self) -> Path:
+        return self.file(POOL_POINTER)
+
+    @property
+    def pool_versions_file(self) -> Path:
+        return self.file(POOL_VERSIONS)
+
+    @property
+    def user_rationales(self) -> Path:
+        return self.file(USER_RATIONALES)
+
+    @property
+    def item_text(self) -> Path:
+        return self.file(ITEM_TEXT)
+
+    @property
+    def retrieval_summary(self) -> Path:
+        return self.file(RETRIEVAL_SUMMARY)
+
+    @property
+    def feast_registry(self) -> Path:
+        return self.file(FEAST_REGISTRY)
+
+    @property
+    def studies(self) -> Path:
+        """Study tables, layouts and plots (``ranker/``, beside the rankers' folders)."""
+        return self.dir(RANKERS)
+
+    def ranker(self, run_name: str) -> Path:
+        """A trained ranker's folder (``RANKER_MODEL``, ``RANKER_METRICS``, ``RANKER_PER_USER``)."""
+        return self.root / RANKERS / run_name
 
     def dir(self, name: str) -> Path:
         """The sub-folder ``name`` of the workspace, created if missing."""

@@ -9,7 +9,6 @@ from feast.repo_config import RepoConfig
 from feast.types import Array, Bool, Float32, Int64, String
 
 from components.config import FeaturesConfig
-from components.retrieval import TABLE
 from components.workspace import Workspace
 
 FEATURE_SERVICE = "ranker"
@@ -24,7 +23,7 @@ def feature_store(workspace: Workspace, features: FeaturesConfig | None = None) 
     folder = workspace.dir("features")
     online = ({"type": "redis", "connection_string": features.redis_url} if features.online_store == "redis"
               else {"type": "sqlite", "path": str(folder / "online_store.db")})
-    config = RepoConfig(project="reland", provider="local", registry=str(folder / "registry.db"), online_store=online,
+    config = RepoConfig(project="reland", provider="local", registry=str(workspace.feast_registry), online_store=online,
                         offline_store={"type": "file"}, entity_key_serialization_version=3, repo_path=str(folder))
     return FeatureStore(config=config)
 
@@ -46,18 +45,18 @@ def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
         return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
                            description=description)
 
-    user_views = [view(RATIONALE_VIEW, workspace.path("features", TABLE), user,
+    user_views = [view(RATIONALE_VIEW, workspace.user_rationales, user,
                        [Field(name="rationale_embedding", dtype=Array(Float32)), Field(name="seed_user_id", dtype=String),
                         Field(name="similarity", dtype=Float32), Field(name="pool_version", dtype=Int64)],
                        "Embedding of the Step-2 rationale of the user's most similar seed (RELAND Eq. 3)")]
-    behaviour = workspace.root / "encoder" / "user_vectors.parquet"
+    behaviour = workspace.user_vectors
     if behaviour.exists():
         user_views.append(view("user_behaviour_embedding", behaviour, user,
                                [Field(name="vector", dtype=Array(Float32)), Field(name="cold", dtype=Bool)],
                                "The behaviour encoder's user vector (M, Eq. 1)"))
     objects = [user, item, *user_views,
                FeatureService(name=FEATURE_SERVICE, features=user_views, description="user features the ranker pulls")]
-    items = workspace.path("features", "item_text_embedding.parquet")
+    items = workspace.item_text
     if items.exists():
         item_view = view("item_text_embedding", items, item, [Field(name="text_embedding", dtype=Array(Float32))],
                          "MiniLM embedding of the item's title, brand and categories")

@@ -290,7 +290,7 @@ def pool_search(obj: _Context, user_id: str, limit: int) -> None:
     from components.data.tables import vectors_of
     from components.pool import current_pool, search_pool
 
-    table = pq.read_table(obj.workspace.root / "encoder" / "user_vectors.parquet", filters=[("user_id", "=", user_id)])
+    table = pq.read_table(obj.workspace.user_vectors, filters=[("user_id", "=", user_id)])
     if table.num_rows == 0:
         raise click.BadParameter(f"unknown user {user_id!r}", param_hint="USER_ID")
     for hit in search_pool(current_pool(obj.workspace), vectors_of(table.column("vector")), limit)[0]:

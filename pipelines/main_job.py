@@ -8,7 +8,6 @@ import pandas as pd
 
 from components.config import Config
 from components.features import online_features
-from components.retrieval import TABLE
 from components.steps import STEPS, record_name, run_step, step_record
 from components.tracking import registered_model_name, tracking_uri, use_experiment
 from components.workspace import Workspace, write_json
@@ -72,7 +71,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
          f"-> {retrieval['table']}")
     echo(f"validation (Great Expectations): passed on {results['materialise_features']['validated_rows']:,} rows; "
          f"report {workspace.root / 'validation' / 'user_rationale_embedding.json'}")
-    sample = pd.read_parquet(workspace.path("features", TABLE), columns=["user_id"])["user_id"].iloc[0]
+    sample = pd.read_parquet(workspace.user_rationales, columns=["user_id"])["user_id"].iloc[0]
     online = {k: v[0] for k, v in online_features(workspace, [sample], config.features).items()}
     echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "
          f"{online['similarity']:.3f}, pool v{online['pool_version']}, rationale_embedding "

@@ -22,7 +22,7 @@ from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
                                  registered_model_name, start_run, use_experiment)
-from components.workspace import Workspace, atomic_path, read_json
+from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, read_json
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
 SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
@@ -43,7 +43,7 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
     """
     import mlflow
 
-    folder = workspace.root / "ranker" / config.ranker.run_name
+    folder = workspace.ranker(config.ranker.run_name)
     saved = None if retrain else _trained_already(config, workspace, folder)
     with start_run(label or config.ranker.run_name, nested=True):
         if saved:
@@ -51,7 +51,7 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
             result = {k: v for k, v in saved.items() if k != "curve"}
             for row in saved["curve"]:
                 log_epoch(row, row["epoch"])
-            log_ranker_run(config, workspace, result, folder / "metrics.json")
+            log_ranker_run(config, workspace, result, folder / RANKER_METRICS)
         else:
             result, _ = run_step(config, workspace, "train_ranker", progress, force=True)
         return {**result, "workspace": str(workspace.root)}
@@ -107,9 +107,9 @@ def cell_per_user(workspace: Workspace, rankers: list[str]) -> dict[str, np.ndar
 def _trained_already(config: Config, workspace: Workspace, folder: Path) -> dict | None:
     """The ranker's saved metrics (result and curve) when its record is current and its files are that run's."""
     if not (is_current(config, workspace, "train_ranker")
-            and all((folder / f).exists() for f in ("model.pt", "metrics.json", "per_user.npz"))):
+            and all((folder / f).exists() for f in (RANKER_MODEL, RANKER_METRICS, RANKER_PER_USER))):
         return None
-    saved = read_json(folder / "metrics.json")
+    saved = read_json(folder / RANKER_METRICS)
     return saved if saved["as_of"] == step_record(config, workspace, "train_ranker")["result"]["as_of"] else None
 
 
@@ -139,7 +139,7 @@ def save_table(workspace: Workspace, name: str, frame: pd.DataFrame) -> list[Pat
     paths = []
     for suffix, write in ((".csv", lambda f, p: f.to_csv(p, index=False)),
                           (".md", lambda f, p: p.write_text(f.to_markdown(index=False, floatfmt=".4f") + "\n"))):
-        target = workspace.dir("ranker") / f"{name}{suffix}"
+        target = workspace.studies / f"{name}{suffix}"
         with atomic_path(target) as tmp:
             write(frame, tmp)
         paths.append(target)
@@ -178,7 +178,7 @@ def table2(config: Config, workspace: Workspace, backbones=BACKBONE_NAMES, varia
             if item_text:
                 compare([r for r in rows if r["variant"] == "reland"], item_text, per_user)
         frame = results_frame(results)
-        summary = workspace.dir("ranker") / f"table2-{config.name}-layout.md"
+        summary = workspace.studies / f"table2-{config.name}-layout.md"
         with atomic_path(summary) as tmp:
             tmp.write_text(paper_layout(frame))
         for path in save_table(workspace, f"table2-{config.name}", frame) + [summary]:
@@ -249,7 +249,7 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=
                                     progress)
             results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
                             "llm_calls": 0, "llm_seconds": 0.0})
-        users = PreparedDataset(workspace.root / "data").n_users
+        users = PreparedDataset(workspace.prepared).n_users
         for budget in budgets:  # fractions of users, as counts: seeds.budget reads 1.0 as "one seed"
             seeds = {"budget": max(1, round(budget * users))}
             derived, child = PoolVariant(f"budget-{budget:g}", {"seeds": seeds}).build(config, workspace, progress)
@@ -379,7 +379,7 @@ def roi_plot(workspace: Workspace, frame: pd.DataFrame, dataset: str) -> Path:
     axis.set_title(f"RELAND quality vs LLM cost ({dataset})")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    target = workspace.dir("ranker") / f"roi-{dataset}.png"
+    target = workspace.studies / f"roi-{dataset}.png"
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)

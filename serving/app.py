@@ -84,7 +84,7 @@ class Ranker:
         mlflow.set_tracking_uri(tracking_uri(workspace))
         self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
         self.model_uri = model_uri
-        self.catalogue = Catalogue.load(PreparedDataset(workspace.root / "data"), SPLIT_COLUMN[self.model.family])
+        self.catalogue = Catalogue.load(PreparedDataset(workspace.prepared), SPLIT_COLUMN[self.model.family])
         self.features = OnlineFeatures(workspace, config.features)
         self.workspace = workspace
 

@@ -28,7 +28,7 @@ def workspace(tmp_path_factory):
 
 
 def test_graph_holds_training_edges_only(workspace):
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     inter = data.interactions()
     graph, entities = build_graph(data, "cf")
     edges = set()
@@ -46,7 +46,7 @@ def test_graph_holds_training_edges_only(workspace):
 
 
 def test_seq_graph_differs_and_empty_split_is_an_error(workspace):
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     seq, _ = build_graph(data, "seq", with_entities=False)
     cf, _ = build_graph(data, "cf", with_entities=False)
     assert seq.num_edges() > cf.num_edges() and seq.ntypes == ["item", "user"]
@@ -62,16 +62,16 @@ def test_training_lowers_loss_and_embeddings_are_deterministic(workspace, kind):
     assert losses[-1] < losses[0]
     assert first["validation"]["recall@20"] > 0
     embed_users(config, workspace, progress=False)
-    vectors = pd.read_parquet(workspace.root / "encoder" / "user_vectors.parquet").drop(columns="event_timestamp")
+    vectors = pd.read_parquet(workspace.user_vectors).drop(columns="event_timestamp")
     again = train_behaviour_encoder(config, workspace, progress=False)
     assert [h["loss"] for h in again["history"]] == losses
     embed_users(config, workspace, progress=False)
-    pd.testing.assert_frame_equal(pd.read_parquet(workspace.root / "encoder" / "user_vectors.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(workspace.user_vectors)
                                   .drop(columns="event_timestamp"), vectors)
-    data = PreparedDataset(workspace.root / "data")
+    data = PreparedDataset(workspace.prepared)
     assert vectors["user_idx"].tolist() == list(range(data.n_users))
     assert vectors["user_id"].tolist() == data.users()["user_id"].tolist()
-    matrix = vectors_of(pq.read_table(workspace.root / "encoder" / "user_vectors.parquet").column("vector"))
+    matrix = vectors_of(pq.read_table(workspace.user_vectors).column("vector"))
     assert matrix.shape == (data.n_users, 16) and matrix.dtype == np.float32 and np.isfinite(matrix).all()
 
 
@@ -81,10 +81,10 @@ def test_checkpoint_for_another_graph_or_shape_is_refused(workspace, tmp_path):
     checkpoint = workspace.root / "encoder" / "checkpoint.pt"
     other = Workspace(tmp_path)
     prepare_data(load_config(overrides={"synthetic": {"users": 250, "clusters": 4}}), other, progress=False)
-    graph, _ = build_graph(PreparedDataset(other.root / "data"), "cf")
+    graph, _ = build_graph(PreparedDataset(other.prepared), "cf")
     with pytest.raises(ValueError, match="different graph"):
         load_encoder(checkpoint, graph, config.encoder)
-    graph, _ = build_graph(PreparedDataset(workspace.root / "data"), "cf")
+    graph, _ = build_graph(PreparedDataset(workspace.prepared), "cf")
     with pytest.raises(ValueError, match="encoder.dim=16 but the configuration asks for 32"):
         load_encoder(checkpoint, graph, small_config(dim=32).encoder)
 
@@ -103,7 +103,7 @@ def test_cold_users_get_a_marked_defined_vector(tmp_path):
     prepare_data(config, ws, progress=False)
     train_behaviour_encoder(config, ws, progress=False)
     summary = embed_users(config, ws, progress=False)
-    vectors = pd.read_parquet(ws.root / "encoder" / "user_vectors.parquet")
+    vectors = pd.read_parquet(ws.user_vectors)
     assert summary["cold_users"] == 1
     loner = vectors[vectors.user_id == "LONER"].iloc[0]
     assert loner["cold"] and np.isfinite(np.stack(loner["vector"])).all()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from components.config import load_config
 from components.features import apply_features, materialise_features, online_features
-from components.retrieval import TABLE, output_schema
+from components.retrieval import output_schema
 from components.data.tables import vector_array
 from components.pool import write_pool_version
 from components.workspace import Workspace
@@ -25,7 +25,7 @@ def make_pool(ws: Workspace) -> None:
     seeds = pd.DataFrame({"user_idx": [0, 1, 2], "user_id": ["seed0", "seed1", "seed2"], "step1": "s", "step2": "t",
                           "model": "m", "template_version": "v", "prompt_tokens": 0, "completion_tokens": 0})
     rng = np.random.default_rng(0)
-    write_pool_version(ws, str(ws.path("pool", "milvus.db")), seeds, rng.normal(size=(3, 8)).astype(np.float32),
+    write_pool_version(ws, str(ws.milvus_file), seeds, rng.normal(size=(3, 8)).astype(np.float32),
                        rng.normal(size=(3, 384)).astype(np.float32))
 
 
@@ -38,7 +38,7 @@ def write_table(ws: Workspace, users: list[str], version: int, when: datetime) -
         pa.array(users), pa.array(np.arange(n)), vector_array(embeddings), pa.array([f"seed{i % 3}" for i in range(n)]),
         pa.array(np.linspace(0.1, 0.9, n).astype(np.float32)), pa.array(np.full(n, version)),
         pa.array(np.full(n, int(when.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))],
-        schema=output_schema(384)), ws.path("features", TABLE))
+        schema=output_schema(384)), ws.user_rationales)
     return embeddings
 
 
@@ -109,7 +109,7 @@ def test_gate_catches_each_defect_and_old_features_stay_served(tmp_path, defect)
         pa.array(columns["user_id"]), pa.array(np.arange(10)), vector_array(embeddings), pa.array(columns["seed_user_id"]),
         pa.array(columns["similarity"], pa.float32()), pa.array(columns["pool_version"]),
         pa.array(columns["event_timestamp"], pa.timestamp("us", tz="UTC"))], schema=output_schema(384)),
-        ws.path("features", TABLE))
+        ws.user_rationales)
     with pytest.raises(ValidationFailed, match=rf"(?s)failed.*\({column}\)"):
         materialise_features(config, ws)
     served = online_features(ws, ["u5"])
@@ -139,9 +139,9 @@ def test_historical_features_are_point_in_time_correct(tmp_path):
     make_pool(ws)
     day1, day2 = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc)
     old = write_table(ws, ["a", "b"], 1, day1)
-    old_table = pq.read_table(ws.path("features", TABLE))
+    old_table = pq.read_table(ws.user_rationales)
     new = write_table(ws, ["a", "b"], 2, day2)
-    pq.write_table(pa.concat_tables([old_table, pq.read_table(ws.path("features", TABLE))]), ws.path("features", TABLE))
+    pq.write_table(pa.concat_tables([old_table, pq.read_table(ws.user_rationales)]), ws.user_rationales)
     apply_features(config, ws)
     entities = pd.DataFrame({"user_id": ["a", "a"], "event_timestamp": [day1 + timedelta(hours=12),
                                                                         day2 + timedelta(hours=12)]})
@@ -169,13 +169,13 @@ def test_interaction_and_behaviour_gates(tmp_path):
     embed_users(config, ws, progress=False)
     from components.data.tables import PreparedDataset
 
-    assert validate_behaviour_vectors(config, ws)["rows"] == PreparedDataset(ws.root / "data").n_users
+    assert validate_behaviour_vectors(config, ws)["rows"] == PreparedDataset(ws.prepared).n_users
     staged = ws.root / "raw" / "interactions.parquet"
     table = pq.read_table(staged)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), staged)  # a duplicate row
     with pytest.raises(ValidationFailed, match="expect_compound_columns_to_be_unique"):
         validate_interactions(config, ws)
-    vectors = ws.root / "encoder" / "user_vectors.parquet"
+    vectors = ws.user_vectors
     table = pq.read_table(vectors)
     pq.write_table(table.slice(1), vectors)  # a user lost
     with pytest.raises(ValidationFailed, match="every user needs one vector"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from components.workspace import Workspace
 from openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def identity(messages: list[dict]) -> tuple[str, str]:
 
 
 def cached_prompts(workspace: Path) -> set[tuple[str, str]]:
-    with sqlite3.connect(workspace / "pool" / "llm_cache.sqlite") as db:
+    with sqlite3.connect(Workspace(workspace).llm_cache) as db:
         return {identity(json.loads(row[0])) for row in db.execute("SELECT prompt FROM responses")}
 
 

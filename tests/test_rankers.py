@@ -17,7 +17,7 @@ from pipelines.studies import table2
 from components.features import apply_features
 from components.ranker import train_ranker
 from components.ranker_data import RankerData, historical_features
-from components.retrieval import TABLE, output_schema
+from components.retrieval import output_schema
 from components.workspace import Workspace
 from models.recommenders import BACKBONES, RationaleFusion, build_recommender, serving_rows
 
@@ -34,18 +34,18 @@ def unit(rows: int, seed: int) -> np.ndarray:
 
 def write_features(ws: Workspace, when: pd.Timestamp, seed: int = 0, seed_ids: list[str] = ("seed",)) -> None:
     """Rationale and item-text tables as retrieval and the text encoder write them (values generated here)."""
-    data = PreparedDataset(ws.root / "data")
+    data = PreparedDataset(ws.prepared)
     users, items = data.users(), data.items()
     stamp = pa.array(np.full(len(users), when.value // 1000), pa.timestamp("us", tz="UTC"))
     pq.write_table(pa.Table.from_arrays([
         pa.array(users["user_id"].astype(str)), pa.array(users["user_idx"]), vector_array(unit(len(users), seed)),
         pa.array([seed_ids[i % len(seed_ids)] for i in range(len(users))]), pa.array(np.ones(len(users), np.float32)),
         pa.array(np.ones(len(users), np.int64)),
-        stamp], schema=output_schema(384)), ws.path("features", TABLE))
+        stamp], schema=output_schema(384)), ws.user_rationales)
     pq.write_table(pa.Table.from_arrays([
         pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"]), vector_array(unit(len(items), seed + 1)),
         pa.array(np.full(len(items), when.value // 1000), pa.timestamp("us", tz="UTC"))],
-        names=["item_id", "item_idx", "text_embedding", "event_timestamp"]), ws.path("features", "item_text_embedding.parquet"))
+        names=["item_id", "item_idx", "text_embedding", "event_timestamp"]), ws.item_text)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_every_variant_trains(workspace, variant):
 
 
 def test_serving_rows_score_like_training_batches(workspace):
-    data = RankerData(PreparedDataset(workspace.root / "data"), "seq", max_len=6)
+    data = RankerData(PreparedDataset(workspace.prepared), "seq", max_len=6)
     model = build_recommender("sasrec", data.n_users, data.n_items, 16, rationales=torch.randn(data.n_users, 384),
                               max_len=6).eval()
     batch = data.seq_batch(data.test.rows[:4])
@@ -92,7 +92,7 @@ def test_serving_rows_score_like_training_batches(workspace):
 
 
 def test_splits_exclusions_and_sequence_prefixes(workspace):
-    prepared = PreparedDataset(workspace.root / "data")
+    prepared = PreparedDataset(workspace.prepared)
     table = prepared.interactions()
     cf = RankerData(prepared, "cf")
     user = int(cf.test.users[0])
@@ -112,7 +112,7 @@ def test_splits_exclusions_and_sequence_prefixes(workspace):
 
 
 def test_windows_cover_every_training_target_once(workspace):
-    seq = RankerData(PreparedDataset(workspace.root / "data"), "seq", max_len=4)
+    seq = RankerData(PreparedDataset(workspace.prepared), "seq", max_len=4)
     batch = seq.window_batch(seq.train_rows)
     real = batch["window_targets"] >= 0
     train = np.flatnonzero(seq.split == TRAIN)
@@ -131,11 +131,11 @@ def test_training_features_are_point_in_time(tmp_path):
     prepare_data(config(), ws, progress=False)
     day1 = pd.Timestamp("2026-11-01", tz="UTC")
     write_features(ws, day1, seed=1)
-    first = pq.read_table(ws.path("features", TABLE))
+    first = pq.read_table(ws.user_rationales)
     write_features(ws, day1 + pd.Timedelta(days=1), seed=2)
-    pq.write_table(pa.concat_tables([first, pq.read_table(ws.path("features", TABLE))]), ws.path("features", TABLE))
+    pq.write_table(pa.concat_tables([first, pq.read_table(ws.user_rationales)]), ws.user_rationales)
     apply_features(config(), ws)
-    users = PreparedDataset(ws.root / "data").users().sort_values("user_idx")["user_id"]
+    users = PreparedDataset(ws.prepared).users().sort_values("user_idx")["user_id"]
     cfg = config().features
     reference = "user_rationale_embedding:rationale_embedding"
     got = historical_features(ws, cfg, reference, users, day1 + pd.Timedelta(hours=12))
@@ -164,7 +164,7 @@ def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
     assert len(inputs) == 1
     width = model.metadata.get_input_schema().inputs[0].shape[1]
     scores = model.predict(np.zeros((2, width), np.float32))
-    assert scores.shape == (2, PreparedDataset(workspace.root / "data").n_items)
+    assert scores.shape == (2, PreparedDataset(workspace.prepared).n_items)
 
 
 def test_studies_reuse_rankers_trained_on_the_same_inputs(workspace, monkeypatch):
@@ -189,10 +189,10 @@ def test_a_new_pool_reaches_the_rankers_that_fuse_it_and_only_those(tmp_path):
     from components.steps import STEPS, fingerprint, record_step
 
     ws = Workspace(tmp_path)
-    ws.path("features", "registry.db").write_bytes(b"registry")
+    ws.feast_registry.write_bytes(b"registry")
     for step in ("prepare_data", "embed_item_text"):
         record_step(config(), ws, step, {}, 0.0)
-    rationales = ws.path("features", TABLE)
+    rationales = ws.user_rationales
     prints = {variant: [] for variant in ("reland", "seed_vector", "item_text", "id")}
     for content in (b"pool v1", b"pool v2, larger"):  # the registry is hashed by presence: upstream tells
         rationales.write_bytes(content)
@@ -221,12 +221,12 @@ def test_the_seed_vector_control_fuses_each_users_seed_behaviour_vector(tmp_path
 
     ws = Workspace(tmp_path)
     prepare_data(config(), ws, progress=False)
-    users = PreparedDataset(ws.root / "data").users()
+    users = PreparedDataset(ws.prepared).users()
     ids = users["user_id"].astype(str).tolist()
     write_features(ws, pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1), seed_ids=ids[:2])
     vectors = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
     pq.write_table(pa.Table.from_arrays([pa.array(ids), vector_array(vectors)], names=["user_id", "vector"]),
-                   ws.path("encoder", "user_vectors.parquet"))
+                   ws.user_vectors)
     ordered = users.sort_values("user_idx")["user_id"].astype(str)
     seed_of = {user: ids[i % 2] for i, user in enumerate(ids)}  # as write_features assigns them
     expected = np.stack([vectors[ids.index(seed_of[user])] for user in ordered])

@@ -13,7 +13,7 @@ from components.data.prepare import prepare_data
 from components.data.tables import vectors_of
 from components.pool import build_pool, current_pool, load_pool, pool_versions, search_pool, use_pool_version
 from components.rationales import generate_rationales
-from components.retrieval import TABLE, merge_shards, retrieve_rationales
+from components.retrieval import merge_shards, retrieve_rationales
 from components.seeds import sample_seeds
 from components.workspace import Workspace
 from models.llm import LLMBackend, OpenAIBackend
@@ -45,7 +45,7 @@ def seeded(tmp_path_factory):
 
 def test_crash_mid_generation_resumes_without_repeating_calls(seeded, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    seeds = pd.read_parquet(seeded.path("pool", "seeds.parquet"))
+    seeds = pd.read_parquet(seeded.seeds)
     with FakeOpenAI() as server:
         server.fail_after = 12  # the server dies after 12 answers: the run crashes mid-way
         with pytest.raises(LLMServerError, match="gave up"):
@@ -96,8 +96,8 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
     assert current_pool(seeded).version == 2 and [v.version for v in pool_versions(seeded)] == [1, 2]
     assert use_pool_version(seeded, 1).version == 1
     summary = retrieve_rationales(config(), seeded, progress=False)
-    table = pd.read_parquet(seeded.path("features", TABLE))
-    users = pd.read_parquet(seeded.root / "encoder" / "user_vectors.parquet")
+    table = pd.read_parquet(seeded.user_rationales)
+    users = pd.read_parquet(seeded.user_vectors)
     assert summary["users"] == len(users) == len(table) and table["user_id"].is_unique
     assert set(table["pool_version"]) == {1}
     embeddings = np.stack(table["rationale_embedding"])
@@ -105,9 +105,9 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
     assert table["similarity"].between(-1, 1).all()
     pool = load_pool(current_pool(seeded))
     assert set(table["seed_user_id"]) <= set(pool["seed_user_id"])
-    seeds = set(pd.read_parquet(seeded.path("pool", "seeds.parquet"))["user_id"])
+    seeds = set(pd.read_parquet(seeded.seeds)["user_id"])
     assert (table[table.user_id.isin(seeds)]["similarity"] > 0.999).all(), "a seed retrieves itself"
-    vectors = vectors_of(pq.read_table(seeded.root / "encoder" / "user_vectors.parquet").column("vector"))
+    vectors = vectors_of(pq.read_table(seeded.user_vectors).column("vector"))
     online = search_pool(current_pool(seeded), vectors)
     assert [hit[0]["seed_user_id"] for hit in online] == table["seed_user_id"].tolist()
     assert np.allclose([hit[0]["similarity"] for hit in online], table["similarity"], atol=1e-5)
@@ -115,7 +115,7 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
         retrieve_rationales(config(), seeded, progress=False, shard=(shard, 3))
     merged = merge_shards(seeded, 3)
     assert merged["users"] == len(table) and merged["shards"] == 3
-    sharded = pd.read_parquet(seeded.path("features", TABLE)).set_index("user_id").loc[table["user_id"]]
+    sharded = pd.read_parquet(seeded.user_rationales).set_index("user_id").loc[table["user_id"]]
     assert sharded["seed_user_id"].tolist() == table["seed_user_id"].tolist()
     assert np.allclose(np.stack(sharded["rationale_embedding"]), embeddings)
     mixed = retrieve_rationales(config().model_copy(update={"pool": config().pool.model_copy(update={"top_k": 3})}),
@@ -133,7 +133,7 @@ def test_vacuous_answers_are_asked_again_with_sampling_then_left_out_of_the_pool
         assert len(sampled) == summary["seeds"] and sampled[0]["body"]["temperature"] == 0.7
         billed = sum(len(json.dumps(r["body"]["messages"])) // 4 for r in server.requests)  # the fake's usage
         assert summary["prompt_tokens"] == billed, "the cost counts the re-asks too"
-        rationales = pd.read_parquet(seeded.path("pool", "rationales.parquet"))
+        rationales = pd.read_parquet(seeded.rationale_table)
         assert rationales["template_version"].str.endswith("+t0.7").all()
         server.requests = []
         never = generate_rationales(config(server.url, model="m-vacuous2", resample_temperature=0), seeded,
@@ -150,21 +150,21 @@ def test_profile_and_shuffled_controls_run_through_pool_and_retrieval(seeded):
     profile = generate_rationales(config(source="profile"), seeded, progress=False)
     assert profile["calls"] == 0 and profile["ok"] == profile["seeds"] and profile["model"] == "none"
     assert profile["template_version"] == "profile-v1" and profile["vacuous_share"] < 0.5
-    rationales = pd.read_parquet(seeded.path("pool", "rationales.parquet"))
+    rationales = pd.read_parquet(seeded.rationale_table)
     assert rationales["step1"].str.startswith("The customer likes").all()
     pool = build_pool(config(), seeded, progress=False)
     nearest = retrieve_rationales(config(), seeded, progress=False)
-    assigned = pd.read_parquet(seeded.path("features", TABLE))
+    assigned = pd.read_parquet(seeded.user_rationales)
     shuffled_config = config().model_copy(update={"pool": config().pool.model_copy(update={"assignment": "shuffled"})})
     shuffled = retrieve_rationales(shuffled_config, seeded, progress=False)
-    table = pd.read_parquet(seeded.path("features", TABLE))
+    table = pd.read_parquet(seeded.user_rationales)
     assert len(table) == len(assigned) and table["seed_user_id"].nunique() > pool["size"] // 2
     assert (table["seed_user_id"] != assigned["seed_user_id"]).mean() > 0.5, "shuffled is not the nearest seed"
     assert shuffled["mean_similarity"] < nearest["mean_similarity"]
     for shard in range(2):  # the same user gets the same random entry in any shard
         retrieve_rationales(shuffled_config, seeded, progress=False, shard=(shard, 2))
     merge_shards(seeded, 2)
-    merged = pd.read_parquet(seeded.path("features", TABLE))
+    merged = pd.read_parquet(seeded.user_rationales)
     assert merged.set_index("user_id").loc[table["user_id"], "seed_user_id"].tolist() == table["seed_user_id"].tolist()
 
 
@@ -209,7 +209,7 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_pat
     ws.root.mkdir()
     for part in ("data", "encoder"):
         os.symlink(seeded.root / part, ws.root / part)
-    pd.read_parquet(seeded.path("pool", "seeds.parquet")).head(2).to_parquet(ws.path("pool", "seeds.parquet"))
+    pd.read_parquet(seeded.seeds).head(2).to_parquet(ws.seeds)
     cfg = load_config(overrides={"synthetic": {"users": 300, "clusters": 4}, "llm": {"max_new_tokens": 48}})
     requests, results = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
     assert export_batch(cfg, ws, requests)["requests"] == 6, "two prompts, their stricter and sampled re-asks"

@@ -26,7 +26,7 @@ def service(tmp_path_factory):
     materialise_features(config(), ws)
     table2(config(), ws, backbones=("sasrec",), variants=("reland",), progress=False)
     with TestClient(create_app(ws, config())) as client:
-        yield client, PreparedDataset(ws.root / "data")
+        yield client, PreparedDataset(ws.prepared)
 
 
 def test_ready_and_rank_with_explanation(service):

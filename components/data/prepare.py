@@ -112,13 +112,13 @@ def prepare_data(config: Config, workspace: Workspace, progress: bool = True) ->
     core = k_core(staged, config.data.k_core, config.data.chunk_rows)
     if core.filtered["interactions"] == 0:
         raise ValueError(f"{staged}: no interactions survive the {config.data.k_core}-core filter")
-    with atomic_path(workspace.root / "data") as out:  # all tables or none: a failure keeps the old ones
+    with atomic_path(workspace.prepared) as out:  # all tables or none: a failure keeps the old ones
         out.mkdir()
         splits = _write_interactions(staged, out / INTERACTIONS, core, config.data, progress)
         _write_items(staged, out / ITEMS, core)
         _write_users(staged, out / USERS, core, config.data.chunk_rows)
         _write_stats(out / STATS, config, StagedMeta.load(staged), core, splits, time.perf_counter() - started)
-    return PreparedDataset(workspace.root / "data")
+    return PreparedDataset(workspace.prepared)
 
 
 def _write_stats(path: Path, config: Config, meta: StagedMeta, core: CoreResult, splits: dict, seconds: float) -> None:
