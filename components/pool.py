@@ -62,16 +62,26 @@ def milvus(uri: str) -> Iterator[MilvusClient]:
         client.close()
 
 
+def _record(workspace: Workspace, pool: PoolVersion) -> dict:
+    """A pool version as the workspace stores it: its Milvus file and snapshot relative to the root."""
+    return {**asdict(pool), "uri": workspace.stored(pool.uri), "snapshot": workspace.stored(pool.snapshot)}
+
+
+def _version(workspace: Workspace, record: dict) -> PoolVersion:
+    return PoolVersion(**{**record, "uri": workspace.located(record["uri"]),
+                          "snapshot": workspace.located(record["snapshot"])})
+
+
 def current_pool(workspace: Workspace) -> PoolVersion:
     pointer = workspace.pool_pointer
     if not pointer.exists():
         raise FileNotFoundError(f"{pointer}: no reasoning pool yet; run 'reland pool build'")
-    return PoolVersion(**read_json(pointer))
+    return _version(workspace, read_json(pointer))
 
 
 def pool_versions(workspace: Workspace) -> list[PoolVersion]:
     path = workspace.pool_versions_file
-    return [PoolVersion(**v) for v in read_json(path)] if path.exists() else []
+    return [_version(workspace, v) for v in read_json(path)] if path.exists() else []
 
 
 def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
@@ -82,7 +92,7 @@ def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
     with milvus(match[0].uri) as client:
         if not client.has_collection(match[0].collection):
             raise ValueError(f"collection {match[0].collection} is gone from {match[0].uri}")
-    write_json(workspace.pool_pointer, asdict(match[0]))
+    write_json(workspace.pool_pointer, _record(workspace, match[0]))
     return match[0]
 
 
@@ -150,7 +160,7 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
     behaviour = seed_behaviour_vectors(workspace, ok["user_idx"].to_numpy())
     pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings)
-    summary = {**asdict(pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
+    summary = {**_record(workspace, pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
                "too_short": int(short.sum()), "vacuous": int(vacuous.sum()), "below_min_grounding": int(weak.sum()),
                "near_duplicates": int(duplicate.sum()), "parsed": grounding_summary(parsed),
                "kept": grounding_summary(ok)}
@@ -190,8 +200,8 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
             pa.array(seeds["user_idx"].to_numpy(np.int64)), pa.array(seeds["user_id"].astype(str).to_numpy()),
             vector_array(behaviour), vector_array(rationale), pa.array(seeds["step1"].astype(str).to_numpy())],
             names=["seed_idx", "seed_user_id", "behaviour", "rationale", "step1"]), tmp)
-    write_json(workspace.pool_versions_file, [asdict(v) for v in previous] + [asdict(pool)])
-    write_json(workspace.pool_pointer, asdict(pool))
+    write_json(workspace.pool_versions_file, [_record(workspace, v) for v in [*previous, pool]])
+    write_json(workspace.pool_pointer, _record(workspace, pool))
     return pool
 
 

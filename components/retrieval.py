@@ -139,7 +139,8 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
                "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
-               "seconds": round(seconds, 3), "users_per_s": round(users / seconds), "table": str(target)}
+               "seconds": round(seconds, 3), "users_per_s": round(users / seconds),
+               "table": workspace.stored(str(target))}
     write_json(target.with_suffix(".json") if shard else workspace.retrieval_summary, summary)
     return summary
 
@@ -162,7 +163,7 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
             for batch in pq.ParquetFile(part).iter_batches():
                 out.write_batch(batch)
     users = sum(s["users"] for s in summaries)
-    summary = {**summaries[0], "users": users, "shards": shards, "table": str(target),
+    summary = {**summaries[0], "users": users, "shards": shards, "table": workspace.stored(str(target)),
                "similarity_sum": sum(s["similarity_sum"] for s in summaries),
                "seconds": round(sum(s["seconds"] for s in summaries), 3)}
     summary["mean_similarity"] = round(summary["similarity_sum"] / max(users, 1), 4)

@@ -184,8 +184,8 @@ class PoolVariant:
         for relative in (PREPARED, "encoder", ITEM_TEXT, LLM_CACHE):
             link = child.root / relative
             link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists() and (base.root / relative).exists():
-                os.symlink(base.root / relative, link)
+            if not link.exists() and (base.root / relative).exists():  # relative: the pair can move together
+                os.symlink(os.path.relpath(base.root / relative, link.parent), link)
         return child
 
     def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:

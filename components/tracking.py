@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 from components.config import Config, RankerSettings
 from components.data.tables import INTERACTIONS
-from components.workspace import RANKER_METRICS, Workspace, read_json
+from components.workspace import MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS, Workspace, read_json
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -33,14 +34,46 @@ def registered_model_name(config: Config) -> str:
 
 
 def tracking_uri(workspace: Workspace) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.dir('mlflow') / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.file(MLFLOW_STORE)}"
+
+
+def open_tracking(workspace: Workspace) -> str:
+    """Point MLflow at the workspace's store (or ``MLFLOW_TRACKING_URI``), relocated first if the
+    workspace was moved or copied since the store last ran: see :func:`relocate_store`."""
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        relocate_store(workspace)
+    uri = tracking_uri(workspace)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def relocate_store(workspace: Workspace) -> bool:
+    """Rewrite the SQLite store's references to the workspace's former root (experiment and run
+    artefact locations, registered model sources: MLflow keeps them absolute), so that a moved
+    or copied workspace reads its own artefacts and never another's.  True if anything moved."""
+    mark, store = workspace.file(MLFLOW_ROOT_MARK), workspace.file(MLFLOW_STORE)
+    old, new = (mark.read_text() if mark.exists() else None), str(workspace.root)
+    moved = bool(old and old != new and store.exists())
+    if moved:
+        with contextlib.closing(sqlite3.connect(store)) as db, db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in [c[1] for c in db.execute(f'PRAGMA table_info("{table}")')
+                               if c[2].upper().startswith(("TEXT", "VARCHAR"))]:
+                    db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                               f'WHERE instr("{column}", ?) > 0', (old + "/", new + "/", old + "/"))
+    if old != new:
+        mark.write_text(new)
+    return moved
 
 
 def use_experiment(workspace: Workspace, name: str) -> str:
     """Point MLflow at the workspace's store and the experiment ``name`` (created with local artefacts)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(workspace))
+    open_tracking(workspace)
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(workspace.dir("mlflow") / "artifacts" / name).as_uri())
     experiment_id = mlflow.set_experiment(name).experiment_id

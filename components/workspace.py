@@ -37,6 +37,8 @@ USER_RATIONALES = "features/user_rationale_embedding.parquet"
 ITEM_TEXT = "features/item_text_embedding.parquet"
 RETRIEVAL_SUMMARY = "features/retrieval.json"
 FEAST_REGISTRY = "features/registry.db"
+MLFLOW_STORE = "mlflow/mlflow.db"
+MLFLOW_ROOT_MARK = "mlflow/root"  # the root the MLflow store last ran under (it stores absolute artefact URIs)
 RANKERS = "ranker"  # one folder per trained ranker, holding these files:
 RANKER_MODEL, RANKER_METRICS, RANKER_PER_USER = "model.pt", "metrics.json", "per_user.npz"
 
@@ -49,6 +51,16 @@ class Workspace:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+
+    def stored(self, location: str) -> str:
+        """How a record inside the workspace keeps ``location``: relative to the root when it lies
+        under it (so a moved or copied workspace reads its own files), unchanged otherwise (a URL)."""
+        path = Path(location)
+        return str(path.relative_to(self.root)) if path.is_absolute() and path.is_relative_to(self.root) else location
+
+    def located(self, stored: str) -> str:
+        """The inverse of :meth:`stored`: a relative path resolved against this workspace's root."""
+        return stored if "://" in stored or Path(stored).is_absolute() else str(self.root / stored)
 
     def file(self, relative: str) -> Path:
         """``root / relative`` with its parent folder created."""

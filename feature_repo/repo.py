@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
@@ -41,7 +42,9 @@ def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
     ttl = timedelta(days=ttl_days)
 
     def view(name: str, path, entity: Entity, fields: list[Field], description: str) -> FeatureView:
-        source = FileSource(name=f"{name}_source", path=str(path), timestamp_field="event_timestamp")
+        # Relative to the repo path (the workspace's features/ folder): a moved workspace reads its own tables.
+        source = FileSource(name=f"{name}_source", path=os.path.relpath(path, workspace.dir("features")),
+                            timestamp_field="event_timestamp")
         return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
                            description=description)
 

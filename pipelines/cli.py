@@ -244,7 +244,7 @@ def pool() -> None:
 def pool_build(obj: _Context) -> None:
     """Embed the rationales' Step-2 text and write a new pool version (Milvus collection)."""
     summary = _run_step(obj, obj.config(), "build_pool")
-    click.echo(f"pool v{summary['version']}: {summary['size']:,} seeds in {summary['collection']} at {summary['uri']} "
+    click.echo(f"pool v{summary['version']}: {summary['size']:,} seeds in {summary['collection']} at {obj.workspace.located(summary['uri'])} "
                f"({summary['failed']} failed, {summary['too_short']} too short, {summary['near_duplicates']} duplicates)")
 
 
@@ -316,7 +316,7 @@ def features_validate(obj: _Context) -> None:
     from components.features import validate_features
 
     summary = validate_features(obj.config(), obj.workspace)
-    click.echo(f"passed: {summary['rows']:,} rows; data docs at {summary['data_docs']}")
+    click.echo(f"passed: {summary['rows']:,} rows; data docs at {obj.workspace.located(summary['data_docs'])}")
 
 
 @features.command("materialise")

@@ -66,9 +66,9 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
          f"{llm['cache_hits']:,}), {llm['prompt_tokens'] + llm['completion_tokens']:,} tokens, "
          f"{llm['llm_seconds']:.0f} LLM-s, ~${llm['estimated_usd']:.2f}; per-user inference would need "
          f"{llm['per_user_inference']['calls']:,} calls")
-    echo(f"pool v{pool['version']}: {pool['size']:,} rationales in Milvus ({pool['uri']})")
+    echo(f"pool v{pool['version']}: {pool['size']:,} rationales in Milvus ({workspace.located(pool['uri'])})")
     echo(f"user_rationale_embedding: {retrieval['users']:,} users, mean similarity {retrieval['mean_similarity']:.3f} "
-         f"-> {retrieval['table']}")
+         f"-> {workspace.located(retrieval['table'])}")
     echo(f"validation (Great Expectations): passed on {results['materialise_features']['validated_rows']:,} rows; "
          f"report {workspace.root / 'validation' / 'user_rationale_embedding.json'}")
     sample = pd.read_parquet(workspace.user_rationales, columns=["user_id"])["user_id"].iloc[0]

@@ -80,8 +80,8 @@ class Ranker:
     def __init__(self, workspace: Workspace, config: Config, model_uri: str):
         import mlflow
 
-        from components.tracking import tracking_uri
-        mlflow.set_tracking_uri(tracking_uri(workspace))
+        from components.tracking import open_tracking
+        open_tracking(workspace)
         self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
         self.model_uri = model_uri
         self.catalogue = Catalogue.load(PreparedDataset(workspace.prepared), SPLIT_COLUMN[self.model.family])

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from components.workspace import Workspace
@@ -96,3 +97,37 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert profile["calls"] == 0 and profile["source"] == "profile", "the profile control asks no LLM"
     shuffled = json.loads((workspace / "studies" / "control-shuffled" / "pool" / "rationales.json").read_text())
     assert shuffled["calls"] == 0, "the shuffled control reuses the answers already paid for"
+    moved_workspace_keeps_working(workspace, tmp_path / "moved", config)
+
+
+def moved_workspace_keeps_working(original: Path, moved: Path, config: Path) -> None:
+    """``mv`` a finished workspace: a re-run skips every step, and features, pool and service work from
+    the new place; no text record names the old one (which no longer exists)."""
+    from fastapi.testclient import TestClient
+
+    from components.config import load_config
+    from serving import create_app
+
+    original.rename(moved)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "-w", str(moved), "--config", str(config), *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    again = cli("run", "--runner", "inline")
+    states = re.findall(r"^   ([a-z].*?): (.+)$", again, re.M)
+    assert states and all(state == "up to date, skipped" for _, state in states), again
+    user = re.search(r"get_online_features\(ranker, user_id=(\S+)\)", again).group(1)
+    assert '"seed_user_id"' in cli("features", "show", user) and cli("pool", "search", user).strip()
+    with TestClient(create_app(Workspace(moved), load_config(file=config))) as client:
+        assert client.get("/ready").json()["status"] == "ready"
+        items = pd.read_parquet(Workspace(moved).prepared / "items.parquet")["item_id"].astype(str).tolist()
+        answer = client.post("/rank", json={"user_id": user, "candidates": items[:20], "k": 5})
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 5, answer.text
+    records = [p for p in moved.rglob("*") if p.is_file() and not p.is_symlink() and p.suffix in (".json", ".yaml")
+               and p.relative_to(moved).parts[0] != "kfp"]  # kfp/: the local runner's history of past runs
+    naming_the_old = [str(p.relative_to(moved)) for p in records if str(original) in p.read_text(errors="ignore")]
+    assert not naming_the_old, naming_the_old

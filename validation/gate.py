@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -52,8 +51,8 @@ def run_gate(name: str, expectations: list, chunks: Iterable[pd.DataFrame], work
                                          [outcome.result.get("observed_value")])[:3]
     context.build_data_docs()
     summary = {"suite": name, "rows": rows, "success": not failures, "failures": failures,
-               "data_docs": str(Path(workspace.root, "validation", "gx", "uncommitted", "data_docs", "local_site",
-                                     "index.html")), "chunks": chunk_results}
+               "data_docs": "validation/gx/uncommitted/data_docs/local_site/index.html",  # workspace-relative
+               "chunks": chunk_results}
     write_json(workspace.path("validation", f"{name}.json"), summary)
     if failures:
         lines = [f"  - {key}: {f['unexpected']} unexpected, e.g. {f['examples'][:3]}" for key, f in failures.items()]
