@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402

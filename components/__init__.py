@@ -7,5 +7,5 @@ same code runs from the ``reland`` CLI, from tests and inside Kubeflow component
 
 May import: ``models`` (torch/DGL/transformers modules) and ``validation``; never ``pipelines``
 (the CLI, the main job and the studies sit above the steps), ``serving`` or ``benchmarks``;
-``tests/test_architecture.py`` checks it.
+``tests/unit/test_architecture.py`` checks it.
 """

@@ -14,12 +14,16 @@ os.environ.setdefault("DGLBACKEND", "pytorch")
 SHARED_DATA = Path(os.environ.get("RELAND_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+KINDS = ("unit", "integration", "e2e")  # each test's kind is its folder
+
+
 def pytest_collection_modifyitems(config, items):
-    if SHARED_DATA.is_dir():
-        return
     skip = pytest.mark.skip(reason=f"real datasets not found at {SHARED_DATA}")
     for item in items:
-        if "realdata" in item.keywords:
+        kind = Path(item.fspath).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+        if "realdata" in item.keywords and not SHARED_DATA.is_dir():
             item.add_marker(skip)
 
 

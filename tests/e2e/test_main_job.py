@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from components.workspace import Workspace
 from openai_server import FakeOpenAI
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(path: Path, url: str) -> Path:
@@ -50,6 +51,7 @@ def cached_prompts(workspace: Path) -> set[tuple[str, str]]:
         return {identity(json.loads(row[0])) for row in db.execute("SELECT prompt FROM responses")}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     workspace = tmp_path / "ws"
     with FakeOpenAI() as server:

@@ -176,6 +176,7 @@ def smollm():
     return make_backend(load_config(overrides={"llm": {"batch_size": 4}}).llm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["cot"])
 def test_real_local_model_writes_parseable_rationales(smollm, variant):
     """The real local model, on two hand-written histories."""
@@ -197,6 +198,7 @@ class _NoCalls(LLMBackend):
         raise AssertionError(f"{len(conversations)} prompts reached the LLM after the batch import")
 
 
+@pytest.mark.slow
 def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_path):
     """export-batch -> the GPU-box worker (real SmolLM2, here on CPU) -> import-batch -> zero calls."""
     import json

@@ -13,20 +13,12 @@ from components.config import load_config
 from components.features import apply_features, materialise_features, online_features
 from components.retrieval import output_schema
 from components.data.tables import vector_array
-from components.pool import write_pool_version
 from components.workspace import Workspace
 from pipelines.cli import cli
 
+from builders import make_pool
+
 import pyarrow.parquet as pq
-
-
-def make_pool(ws: Workspace) -> None:
-    """A real three-seed pool version in Milvus Lite, so the gate has seeds and a version to check."""
-    seeds = pd.DataFrame({"user_idx": [0, 1, 2], "user_id": ["seed0", "seed1", "seed2"], "step1": "s", "step2": "t",
-                          "model": "m", "template_version": "v", "prompt_tokens": 0, "completion_tokens": 0})
-    rng = np.random.default_rng(0)
-    write_pool_version(ws, str(ws.milvus_file), seeds, rng.normal(size=(3, 8)).astype(np.float32),
-                       rng.normal(size=(3, 384)).astype(np.float32))
 
 
 def write_table(ws: Workspace, users: list[str], version: int, when: datetime) -> np.ndarray:

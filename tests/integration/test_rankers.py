@@ -17,35 +17,11 @@ from pipelines.studies import table2
 from components.features import apply_features
 from components.ranker import train_ranker
 from components.ranker_data import RankerData, historical_features
-from components.retrieval import output_schema
 from components.workspace import Workspace
 from models.recommenders import BACKBONES, RationaleFusion, build_recommender, serving_rows
 
-
-def config(**ranker):
-    return load_config(overrides={"synthetic": {"users": 150, "clusters": 3},
-                                  "ranker": {"dim": 16, "epochs": 1, "batch_size": 256, **ranker}})
-
-
-def unit(rows: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(rows, 384)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def write_features(ws: Workspace, when: pd.Timestamp, seed: int = 0, seed_ids: list[str] = ("seed",)) -> None:
-    """Rationale and item-text tables as retrieval and the text encoder write them (values generated here)."""
-    data = PreparedDataset(ws.prepared)
-    users, items = data.users(), data.items()
-    stamp = pa.array(np.full(len(users), when.value // 1000), pa.timestamp("us", tz="UTC"))
-    pq.write_table(pa.Table.from_arrays([
-        pa.array(users["user_id"].astype(str)), pa.array(users["user_idx"]), vector_array(unit(len(users), seed)),
-        pa.array([seed_ids[i % len(seed_ids)] for i in range(len(users))]), pa.array(np.ones(len(users), np.float32)),
-        pa.array(np.ones(len(users), np.int64)),
-        stamp], schema=output_schema(384)), ws.user_rationales)
-    pq.write_table(pa.Table.from_arrays([
-        pa.array(items["item_id"].astype(str)), pa.array(items["item_idx"]), vector_array(unit(len(items), seed + 1)),
-        pa.array(np.full(len(items), when.value // 1000), pa.timestamp("us", tz="UTC"))],
-        names=["item_id", "item_idx", "text_embedding", "event_timestamp"]), ws.item_text)
+from builders import ranker_config as config
+from builders import unit, write_features
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FOLDERS = ("components", "models", "validation", "feature_repo", "pipelines", "serving", "benchmarks")
 # What each folder may never import: the steps sit below orchestration, the models below everything.
 FORBIDDEN = {"models": set(FOLDERS) - {"models"}, "components": {"pipelines", "serving", "benchmarks"},

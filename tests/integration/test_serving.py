@@ -12,8 +12,7 @@ from pipelines.studies import table2
 from components.features import apply_features, materialise_features
 from components.workspace import Workspace
 from serving import create_app
-from test_features import make_pool
-from test_rankers import config, write_features
+from builders import make_pool, ranker_config as config, write_features
 
 
 @pytest.fixture(scope="module")
