@@ -117,8 +117,10 @@ def write_item_text_features(config: Config, workspace: Workspace, progress: boo
 
 
 def build_encoder(enc: EncoderConfig, graph: dgl.DGLHeteroGraph, item_text: torch.Tensor | None) -> BehaviourEncoder:
-    hyper = enc.model_dump(include={"dim", "layers", "heads", "dropout", "residual", "inference_edges"})
-    return ENCODERS[enc.kind](graph, fanouts=tuple(enc.fanouts), item_text=item_text, **hyper)
+    """The configured encoder, given exactly the settings it declares (and the item text if it reads it)."""
+    kind = ENCODERS[enc.kind]
+    hyper = {name: getattr(enc, name) for name in kind.settings}
+    return kind(graph, **hyper, **({"item_text": item_text} if kind.reads_item_text else {}))
 
 
 def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: Optimiser,

@@ -5,8 +5,8 @@ Both encoders answer the same question, "a vector per user and per item", throug
 """
 from models.behaviour.base import BehaviourEncoder, GraphSignature
 from models.behaviour.gat import HeteroGAT
-from models.behaviour.lightgcn import LightGCN
+from models.behaviour.lightgcn import LightGCNEncoder
 
-ENCODERS = {"gat": HeteroGAT, "lightgcn": LightGCN}
+ENCODERS = {"gat": HeteroGAT, "lightgcn": LightGCNEncoder}
 
-__all__ = ["BehaviourEncoder", "GraphSignature", "HeteroGAT", "LightGCN", "ENCODERS"]
+__all__ = ["BehaviourEncoder", "GraphSignature", "HeteroGAT", "LightGCNEncoder", "ENCODERS"]

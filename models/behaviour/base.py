@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import dgl
 import torch
@@ -36,6 +36,9 @@ class BehaviourEncoder(nn.Module, ABC):
 
     signature: GraphSignature
     dim: int
+    # The configuration fields (``encoder.*``) the constructor takes; anything else is an error.
+    settings: ClassVar[tuple[str, ...]]
+    reads_item_text: ClassVar[bool] = False  # takes the items' text embeddings (``item_text=``)
 
     @abstractmethod
     def training_batches(self, graph: dgl.DGLHeteroGraph, batch_size: int, generator: torch.Generator) -> Iterator:

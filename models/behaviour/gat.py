@@ -71,9 +71,12 @@ def _sampled_in_one_thread(loader) -> Iterator:
 
 
 class HeteroGAT(BehaviourEncoder):
+    settings = ("dim", "layers", "heads", "fanouts", "dropout", "residual", "inference_edges")
+    reads_item_text = True
+
     def __init__(self, graph: dgl.DGLHeteroGraph, dim: int = 64, layers: int = 2, heads: int = 4,
                  fanouts: tuple[int, ...] = (10, 10), dropout: float = 0.1, residual: bool = True,
-                 item_text: torch.Tensor | None = None, inference_edges: int = 500_000, **_: object):
+                 item_text: torch.Tensor | None = None, inference_edges: int = 500_000):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")

@@ -18,9 +18,10 @@ from models.behaviour.base import BehaviourEncoder, GraphSignature
 from models.losses import bpr_loss
 
 
-class LightGCN(BehaviourEncoder):
-    def __init__(self, graph: dgl.DGLHeteroGraph, dim: int = 64, layers: int = 3, reg_weight: float = 1e-4,
-                 **_: object):
+class LightGCNEncoder(BehaviourEncoder):
+    settings = ("dim", "layers")
+
+    def __init__(self, graph: dgl.DGLHeteroGraph, dim: int = 64, layers: int = 3, reg_weight: float = 1e-4):
         super().__init__()
         self.signature, self.dim, self.layers, self.reg_weight = GraphSignature.of(graph), dim, layers, reg_weight
         self.user = nn.Embedding(graph.num_nodes("user"), dim)
