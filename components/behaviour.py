@@ -23,6 +23,7 @@ from components.config import Config, EncoderConfig
 from components.data.tables import SPLIT_COLUMN, TRAIN, VALID, ColumnCursor, PreparedDataset, vector_array, write_table
 from components.data.text import describe_item
 from components.graph import build_graph, interaction_etypes, save_graph_statistics
+from components.training import fit
 from components.workspace import Workspace, atomic_path, write_json
 from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
 from models.metrics import UserItemSets, full_ranking
@@ -169,20 +170,14 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     optimiser = Optimiser(model, enc.lr)
     validation = ValidationSet(data, enc.task)
     baseline = validation.popularity_metrics()
-    history, best, waited = [], None, 0
-    bar = tqdm(range(enc.epochs), desc=f"{enc.kind} epochs", disable=not progress)
-    for epoch in bar:
+
+    def run_epoch(epoch: int) -> dict:
         stats = train_epoch(model, graph, optimiser, enc, generator, progress)
-        stats.update(validation.model_metrics(model, graph, enc.inference_batch), epoch=epoch)
-        history.append(stats)
-        bar.set_postfix(loss=f"{stats['loss']:.4f}", recall20=f"{stats['recall@20']:.4f}")
-        if best is None or stats["recall@20"] > best["recall@20"]:
-            best, waited = stats, 0
-            save_checkpoint(workspace.checkpoint, model, enc, epoch, stats)
-        else:
-            waited += 1
-            if waited >= enc.patience:
-                break
+        return {**stats, **validation.model_metrics(model, graph, enc.inference_batch)}
+
+    history, best = fit(run_epoch, enc.epochs, enc.patience, "recall@20", progress=progress,
+                        keep_best=lambda row: save_checkpoint(workspace.checkpoint, model, enc, row["epoch"], row),
+                        label=f"{enc.kind} epochs")
     report = {"encoder": enc.model_dump(), "graph": graph_stats, "best_epoch": best["epoch"],
               "validation": {k: best[k] for k in ("recall@20", "ndcg@20", "hit@20")},
               "popularity": baseline, "history": history, "dataset": config.name}

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from components.config import Config, RankerConfig, RankerSettings
 from components.data.tables import PreparedDataset
 from components.ranker_data import EvalSet, RankerData, historical_features
+from components.training import fit
 from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, write_json
 from models.metrics import full_ranking
 from models.recommenders import BACKBONES, Recommender, build_recommender, family, model_settings
@@ -198,32 +199,29 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
     optimiser = make_optimiser(model, settings)
     partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
     valid = data.valid
-    curve, best, best_state, stale, started = [], -1.0, None, 0, time.perf_counter()
-    for epoch in range(cfg.epochs):
+    best_state, started = {}, time.perf_counter()
+
+    def run_epoch(epoch: int) -> dict:
         epoch_started = time.perf_counter()
         loss = train_epoch(model, data, optimiser, config, rng, partners, progress)
         train_seconds = time.perf_counter() - epoch_started
-        metrics = summarise(evaluate(model, data, valid, cfg.eval_batch), "valid_")
-        row = {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3), **metrics}
-        curve.append(row)
-        if on_epoch:
-            on_epoch(row, epoch)
-        if metrics["valid_ndcg@10"] > best:
-            best, stale = metrics["valid_ndcg@10"], 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
+        return {"loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
+                **summarise(evaluate(model, data, valid, cfg.eval_batch), "valid_")}
+
+    def keep_best(row: dict) -> None:
+        best_state.update({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+
+    curve, best = fit(run_epoch, cfg.epochs, cfg.patience, "valid_ndcg@10", keep_best, on_epoch, progress,
+                      label=f"{cfg.run_name} epochs")
     model.load_state_dict(best_state)
     eval_started = time.perf_counter()
     per_user = evaluate(model, data, data.test, cfg.eval_batch) if test else {}
     eval_seconds = time.perf_counter() - eval_started
     model.cpu()
-    best_epoch = max(curve, key=lambda r: r["valid_ndcg@10"])["epoch"]
     result = {"ranker": config.ranker.run_name, "backbone": cfg.backbone, "variant": cfg.variant, "repeat": cfg.repeat,
               "settings": settings,
-              "family": data.family, "epochs": len(curve), "best_epoch": best_epoch, "best_valid_ndcg@10": best,
+              "family": data.family, "epochs": len(curve), "best_epoch": best["epoch"],
+              "best_valid_ndcg@10": best["valid_ndcg@10"],
               "seconds": round(time.perf_counter() - started, 2),
               "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
               "as_of": as_of.isoformat()}
