@@ -445,16 +445,20 @@ def _run_backbone_study(obj: _Context, study, backbones: str | None, epochs: int
 
 @experiments.command("controls")
 @_experiment_options
+@click.option("--cells", default=None, help="Comma-separated cells besides +f_item (default: reland,seed_vector,"
+                                            "shuffled,profile); 'profile' alone needs no LLM pool.")
 @click.pass_obj
-def experiments_controls(obj: _Context, backbones, epochs, repeats) -> None:
+def experiments_controls(obj: _Context, backbones, epochs, repeats, cells) -> None:
     """What carries RELAND's effect: controls with shuffled assignment, profile text (no LLM), seed vectors.
 
     Each control runs through the same pool, retrieval, Feast and fusion path as RELAND and is
     compared with +f_item and with RELAND (MLflow experiment 'controls-<dataset>').
     """
-    from pipelines.studies import controls
+    from pipelines.studies import CONTROL_CELLS, controls
 
-    _run_backbone_study(obj, controls, backbones, epochs, repeats)
+    frame = controls(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, ("sasrec", "lightgcn")),
+                     obj.progress, repeats, _names(cells, CONTROL_CELLS))
+    click.echo(frame.to_string(index=False))
 
 
 @experiments.command("tune")

@@ -307,26 +307,35 @@ CONTROLS = {"shuffled": PoolVariant("control-shuffled", {"pool": {"assignment": 
             "profile": PoolVariant("control-profile", {"llm": {"source": "profile"}})}
 
 
+CONTROL_CELLS = ("reland", "seed_vector", *CONTROLS)  # besides +f_item, which every controls study has
+
+
 def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
-             repeats: int = 1) -> pd.DataFrame:
+             repeats: int = 1, cells: tuple[str, ...] = CONTROL_CELLS) -> pd.DataFrame:
     """Where RELAND's effect comes from: the LLM's text, grounded text without an LLM, or the assignment.
 
     Against +f_item and RELAND, each backbone trains three controls through the same pool →
     retrieval → Feast → fusion path: ``shuffled`` (each user a random pool entry), ``profile``
     (rationales written from the Step-0 profile, no LLM) and ``seed_vector`` (the assigned
-    seed's behaviour vector fused instead of any text).  Paired tests against +f_item and RELAND.
+    seed's behaviour vector fused instead of any text).  Paired tests against +f_item and, when
+    it is among ``cells``, RELAND; a subset of ``cells`` (say, ``("profile",)``) needs no LLM pool.
     """
     import mlflow
 
+    unknown = set(cells) - set(CONTROL_CELLS)
+    if unknown:
+        raise ValueError(f"unknown control cells {sorted(unknown)}; choose from {', '.join(CONTROL_CELLS)}")
     use_experiment(workspace, f"controls-{config.name}")
     results = []
     with start_run(run_name="controls"):
-        mlflow.log_param("repeats", repeats)
-        built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items()}
+        mlflow.log_params({"repeats": repeats, "cells": ",".join(cells)})
+        built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items() if label in cells}
         for backbone in backbones:
-            runs = [("+f_item", with_ranker(config, backbone=backbone, variant="item_text"), workspace),
-                    ("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
-                    ("control: seed vector", with_ranker(config, backbone=backbone, variant="seed_vector"), workspace)]
+            runs = [("+f_item", with_ranker(config, backbone=backbone, variant="item_text"), workspace)]
+            runs += [(label, with_ranker(config, backbone=backbone, variant=variant), workspace)
+                     for cell, label, variant in (("reland", "RELAND", "reland"),
+                                                  ("seed_vector", "control: seed vector", "seed_vector"))
+                     if cell in cells]
             runs += [(f"control: {label}", with_ranker(derived, backbone=backbone, variant="reland"), child)
                      for label, (derived, child) in built.items()]
             for label, cfg, where in runs:
@@ -336,10 +345,10 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]
-            reland = next(r for r in rows if r["label"] == "RELAND")
-            reland_only = [r for r in rows if r["label"] != "+f_item"]
             compare(rows, next(r for r in rows if r["label"] == "+f_item"), per_user)
-            compare(reland_only, reland, per_user)
+            reland = next((r for r in rows if r["label"] == "RELAND"), None)
+            if reland:
+                compare([r for r in rows if r["label"] != "+f_item"], reland, per_user)
         frame = results_frame(results)
         for path in save_table(workspace, f"controls-{config.name}", frame):
             mlflow.log_artifact(str(path))

@@ -342,3 +342,10 @@ def test_the_model_registry_and_the_configuration_name_the_same_rankers():
     from components.ranker import VARIANT_INPUTS
 
     assert set(BACKBONES) == set(BACKBONE_NAMES) and set(VARIANT_INPUTS) == set(VARIANT_NAMES)
+
+
+def test_a_controls_study_names_its_cells_or_says_which_exist(tmp_path):
+    from pipelines.studies import controls
+
+    with pytest.raises(ValueError, match="unknown control cells \\['profil'\\]; choose from reland, seed_vector"):
+        controls(config(), Workspace(tmp_path), cells=("profil",))
