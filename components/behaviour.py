@@ -24,11 +24,11 @@ from components.data.tables import SPLIT_COLUMN, TRAIN, VALID, ColumnCursor, Pre
 from components.data.text import describe_item
 from components.graph import build_graph, interaction_etypes, save_graph_statistics
 from components.training import fit
-from components.workspace import Workspace, atomic_path, write_json
+from components.workspace import (EMBEDDING_REPORT, EMBEDDING_SCRATCH, ENCODER_REPORT, ENTITIES, GRAPH_STATS,
+                                  ITEM_TEXT_CACHE, Workspace, atomic_path, write_json)
 from models.behaviour import ENCODERS, BehaviourEncoder, GraphSignature
 from models.metrics import UserItemSets, full_ranking
 
-ITEM_TEXT_CACHE = "item_text.npy"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -69,7 +69,7 @@ def item_text_embeddings(data: PreparedDataset, workspace: Workspace, progress: 
     """MiniLM embeddings of every item's title, brand and categories (cached in the workspace)."""
     from models.text_encoder import TextEncoder
 
-    cache = workspace.path("encoder", ITEM_TEXT_CACHE)
+    cache = workspace.file(ITEM_TEXT_CACHE)
     items = data.items()
     if cache.exists() and np.load(cache, mmap_mode="r").shape[0] == len(items):
         return torch.from_numpy(np.load(cache))
@@ -161,9 +161,8 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     enc = config.encoder
     data = PreparedDataset(workspace.prepared)
     graph, entities = build_graph(data, enc.task, config.data.chunk_rows, with_entities=enc.kind == "gat" and enc.entities)
-    out = workspace.dir("encoder")
-    graph_stats = save_graph_statistics(graph, out / "graph_stats.json")
-    write_table(entities, out / "entities.parquet")
+    graph_stats = save_graph_statistics(graph, workspace.file(GRAPH_STATS))
+    write_table(entities, workspace.file(ENTITIES))
     generator = seed_everything(config.seed)
     item_text = item_text_embeddings(data, workspace, progress) if enc.kind == "gat" and enc.item_text else None
     model = build_encoder(enc, graph, item_text)
@@ -181,7 +180,7 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     report = {"encoder": enc.model_dump(), "graph": graph_stats, "best_epoch": best["epoch"],
               "validation": {k: best[k] for k in ("recall@20", "ndcg@20", "hit@20")},
               "popularity": baseline, "history": history, "dataset": config.name}
-    write_json(out / "training.json", report)
+    write_json(workspace.file(ENCODER_REPORT), report)
     return report
 
 
@@ -231,14 +230,14 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
     user_schema = pa.schema([("user_idx", pa.int64()), ("user_id", pa.string()), ("vector", vector_type),
                              ("cold", pa.bool_()), ("event_timestamp", pa.timestamp("us", tz="UTC"))])
     now = int(time.time() * 1e6)
-    out, started, next_user = workspace.dir("encoder"), time.perf_counter(), 0
+    started, next_user = time.perf_counter(), 0
     graph.create_formats_()  # the graph's sparse indexes belong to the graph, not to any one batch
     before = psutil.Process().memory_info()  # graph and parameters loaded: the rest is inference
     with atomic_path(workspace.item_vectors) as items_tmp, atomic_path(workspace.user_vectors) as users_tmp, \
             pq.ParquetWriter(items_tmp, item_schema) as items_out, pq.ParquetWriter(users_tmp, user_schema) as users_out, \
             tqdm(total=graph.num_nodes("user") + graph.num_nodes("item"), desc="embed", unit="node",
                  disable=not progress) as bar:
-        for ntype, ids, vectors in model.embed(graph, enc.inference_batch, scratch=out / "scratch"):
+        for ntype, ids, vectors in model.embed(graph, enc.inference_batch, scratch=workspace.root / EMBEDDING_SCRATCH):
             ids, vectors = ids.numpy(), vectors.numpy().copy()
             if ntype == "item":  # items come first: the cold-user vector is ready before any user
                 cold_vector += popularity[ids] @ vectors
@@ -254,12 +253,12 @@ def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> 
                     [pa.array(ids), user_ids.take(len(ids)), vector_array(vectors), pa.array(cold),
                      pa.array(np.full(len(ids), now), pa.timestamp("us", tz="UTC"))], schema=user_schema))
             bar.update(len(ids))
-    shutil.rmtree(out / "scratch", ignore_errors=True)
+    shutil.rmtree(workspace.root / EMBEDDING_SCRATCH, ignore_errors=True)
     seconds = time.perf_counter() - started
     summary = {"users": int(graph.num_nodes("user")), "items": int(graph.num_nodes("item")),
                "cold_users": int((degree == 0).sum()), "dim": model.dim, "seconds": round(seconds, 3),
                "users_per_s": round(graph.num_nodes("user") / seconds),
                "rss_before_inference_mib": round(before.rss / 2**20),
                "anonymous_before_inference_mib": round((before.rss - before.shared) / 2**20)}
-    write_json(out / "embedding.json", summary)
+    write_json(workspace.file(EMBEDDING_REPORT), summary)
     return summary

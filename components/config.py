@@ -108,6 +108,11 @@ class SeedConfig(_Section):
     points_per_centroid: int = Field(64, ge=1, description="K-means trains on a sample of K x this many users")
 
 
+# The seed-budget sweep's default budgets (Figure 6), as fractions of users: the CLI study and the
+# Kubeflow sweep pipeline both read them from here.
+SWEEP_BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
+
+
 class LLMConfig(_Section):
     """Rationale generation: prompt template, backend and price."""
 

@@ -96,18 +96,17 @@ def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
     return match[0]
 
 
-def seed_behaviour_vectors(workspace: Workspace, seeds: np.ndarray) -> np.ndarray:
-    """Rows of M for the given users, read from the streamed vector table."""
-    wanted = pd.Index(seeds)
+def behaviour_vectors_of(workspace: Workspace, users: np.ndarray) -> np.ndarray:
+    """Rows of M for the given ``users`` (user_idx), in their order, read from the streamed vector table."""
+    wanted = pd.Index(users)
     out = None
     for batch in pq.ParquetFile(workspace.user_vectors).iter_batches(
             batch_size=65_536, columns=["user_idx", "vector"]):
-        users = batch.column("user_idx").to_numpy()
-        hits = wanted.get_indexer(users)
+        hits = wanted.get_indexer(batch.column("user_idx").to_numpy())
         found = hits >= 0
         if found.any():
             vectors = vectors_of(batch.column("vector"))
-            out = np.zeros((len(seeds), vectors.shape[1]), np.float32) if out is None else out
+            out = np.zeros((len(users), vectors.shape[1]), np.float32) if out is None else out
             out[hits[found]] = vectors[found]
     return out
 
@@ -152,19 +151,19 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     weak = parsed["grounding"] < cfg.min_grounding
     ok = parsed[~(short | vacuous | weak)].reset_index(drop=True)
     if ok.empty:
-        raise ValueError(f"{workspace.path('pool', 'rationales.parquet')}: no usable rationale for the pool "
+        raise ValueError(f"{workspace.rationale_table}: no usable rationale for the pool "
                          f"({int((rationales['status'] != 'ok').sum())} failed, {int(short.sum())} too short, "
                          f"{int(vacuous.sum())} vacuous, {int(weak.sum())} below pool.min_grounding)")
     embeddings = TextEncoder(config.pool.text_encoder_path).encode(ok["step2"].tolist())
     duplicate = near_duplicates(embeddings, cfg.dedupe_threshold)
     ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
-    behaviour = seed_behaviour_vectors(workspace, ok["user_idx"].to_numpy())
+    behaviour = behaviour_vectors_of(workspace, ok["user_idx"].to_numpy())
     pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings)
     summary = {**_record(workspace, pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
                "too_short": int(short.sum()), "vacuous": int(vacuous.sum()), "below_min_grounding": int(weak.sum()),
                "near_duplicates": int(duplicate.sum()), "parsed": grounding_summary(parsed),
                "kept": grounding_summary(ok)}
-    write_json(workspace.path("pool", f"pool_v{pool.version}.json"), summary)
+    write_json(workspace.pool_summary(pool.version), summary)
     return summary
 
 
@@ -173,7 +172,7 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
     """Insert seeds (rows of ``rationales.parquet``) with their vectors as the next pool version, and point to it."""
     previous = pool_versions(workspace)
     version = max((v.version for v in previous), default=0) + 1
-    snapshot = workspace.path("pool", f"pool_v{version}.parquet")
+    snapshot = workspace.pool_snapshot(version)
     pool = PoolVersion(version, f"reland_pool_v{version}", uri, len(seeds), behaviour.shape[1], rationale.shape[1],
                        pd.Timestamp.now(tz="UTC").isoformat(), str(snapshot))
     now = int(time.time())

@@ -95,13 +95,13 @@ def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
                                                     items["item_id"], as_of))
     if fused:
         users = data.users().sort_values("user_idx")["user_id"]
-        user_inputs = torch.from_numpy(seed_behaviour_vectors(workspace, users) if fused == "seed_vector" else
+        user_inputs = torch.from_numpy(assigned_seed_vectors(workspace, users) if fused == "seed_vector" else
                                        historical_features(workspace, config.features,
                                                            "user_rationale_embedding:rationale_embedding", users, as_of))
     return text, user_inputs
 
 
-def seed_behaviour_vectors(workspace: Workspace, users: pd.Series) -> np.ndarray:
+def assigned_seed_vectors(workspace: Workspace, users: pd.Series) -> np.ndarray:
     """The behaviour vector of each user's assigned seed (retrieval's ``seed_user_id``), in ``users`` order."""
     assigned = pd.read_parquet(workspace.user_rationales, columns=["user_id", "seed_user_id"])
     vectors = pd.read_parquet(workspace.user_vectors, columns=["user_id", "vector"])

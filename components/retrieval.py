@@ -26,7 +26,7 @@ from tqdm import tqdm
 from components.config import Config
 from components.data.tables import vector_array, vectors_of
 from components.pool import PoolVersion, current_pool, load_pool
-from components.workspace import Workspace, atomic_path, read_json, write_json
+from components.workspace import RETRIEVAL_SHARDS, Workspace, atomic_path, read_json, write_json
 
 
 
@@ -77,7 +77,7 @@ def output_schema(rationale_dim: int) -> pa.Schema:
 
 
 def shard_path(workspace: Workspace, shard: int) -> Path:
-    return workspace.root / "features" / "shards" / f"part-{shard:05d}.parquet"
+    return workspace.file(f"{RETRIEVAL_SHARDS}/part-{shard:05d}.parquet")
 
 
 def user_batches(source: pq.ParquetFile, block: int, shard: tuple[int, int] | None):

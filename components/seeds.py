@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from components.config import Config, SeedConfig
 from components.data.tables import USERS, vectors_of, write_table
-from components.workspace import Workspace, write_json
+from components.workspace import SEEDS_SUMMARY, Workspace, write_json
 
 REPRESENTATIVE, IMPORTANT, RANDOM = "representativeness", "importance", "random"
 
@@ -147,5 +147,5 @@ def sample_seeds(config: Config, workspace: Workspace) -> dict:
     summary.update(users=len(users), seeds=len(frame),
                    mean_interactions_seeds=float(frame["n_interactions"].mean()),
                    mean_interactions_users=float(users["n_interactions"].mean()))
-    write_json(workspace.path("pool", "seeds.json"), summary)
+    write_json(workspace.file(SEEDS_SUMMARY), summary)
     return summary

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from components.config import Config, RankerSettings
 from components.data.tables import INTERACTIONS
-from components.workspace import MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS, Workspace, read_json
+from components.workspace import (MLFLOW_ARTIFACTS, MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS, Workspace,
+                                  read_json)
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -75,7 +76,7 @@ def use_experiment(workspace: Workspace, name: str) -> str:
 
     open_tracking(workspace)
     if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=(workspace.dir("mlflow") / "artifacts" / name).as_uri())
+        mlflow.create_experiment(name, artifact_location=(workspace.root / MLFLOW_ARTIFACTS / name).as_uri())
     experiment_id = mlflow.set_experiment(name).experiment_id
     close_orphaned_runs(experiment_id)
     return experiment_id

@@ -39,6 +39,16 @@ RETRIEVAL_SUMMARY = "features/retrieval.json"
 FEAST_REGISTRY = "features/registry.db"
 MLFLOW_STORE = "mlflow/mlflow.db"
 MLFLOW_ROOT_MARK = "mlflow/root"  # the root the MLflow store last ran under (it stores absolute artefact URIs)
+GRAPH_STATS, ENTITIES = "encoder/graph_stats.json", "encoder/entities.parquet"
+ENCODER_REPORT, EMBEDDING_REPORT = "encoder/training.json", "encoder/embedding.json"
+ITEM_TEXT_CACHE, EMBEDDING_SCRATCH = "encoder/item_text.npy", "encoder/scratch"
+SEEDS_SUMMARY = "pool/seeds.json"
+RETRIEVAL_SHARDS = "features/shards"
+FEATURES = "features"  # the Feast repo path (its sources are relative to it)
+VALIDATION = "validation"  # Great Expectations' project and one report per gate
+MLFLOW_ARTIFACTS = "mlflow/artifacts"
+TUNED, OPTUNA_STORE = "tuning/tuned.yaml", "tuning/optuna.db"
+RUN_SUMMARY = "run.json"
 RANKERS = "ranker"  # one folder per trained ranker, holding these files:
 RANKER_MODEL, RANKER_METRICS, RANKER_PER_USER = "model.pt", "metrics.json", "per_user.npz"
 
@@ -133,6 +143,16 @@ class Workspace:
     def studies(self) -> Path:
         """Study tables, layouts and plots (``ranker/``, beside the rankers' folders)."""
         return self.dir(RANKERS)
+
+    def pool_snapshot(self, version: int) -> Path:
+        """Seed ids and vectors of pool ``version`` (the bulk retrieval path reads it)."""
+        return self.file(f"pool/pool_v{version}.parquet")
+
+    def pool_summary(self, version: int) -> Path:
+        return self.file(f"pool/pool_v{version}.json")
+
+    def validation_report(self, gate: str) -> Path:
+        return self.file(f"{VALIDATION}/{gate}.json")
 
     def ranker(self, run_name: str) -> Path:
         """A trained ranker's folder (``RANKER_MODEL``, ``RANKER_METRICS``, ``RANKER_PER_USER``)."""

@@ -10,7 +10,7 @@ from feast.repo_config import RepoConfig
 from feast.types import Array, Bool, Float32, Int64, String
 
 from components.config import FeaturesConfig
-from components.workspace import Workspace
+from components.workspace import FEATURES, Workspace
 
 FEATURE_SERVICE = "ranker"
 RATIONALE_VIEW = "user_rationale_embedding"
@@ -21,7 +21,7 @@ logging.getLogger("feast").setLevel(logging.WARNING)
 def feature_store(workspace: Workspace, features: FeaturesConfig | None = None) -> FeatureStore:
     """The workspace's Feast store: local provider, file offline store, SQLite (default) or Redis online store."""
     features = features or FeaturesConfig()
-    folder = workspace.dir("features")
+    folder = workspace.dir(FEATURES)
     online = ({"type": "redis", "connection_string": features.redis_url} if features.online_store == "redis"
               else {"type": "sqlite", "path": str(folder / "online_store.db")})
     config = RepoConfig(project="reland", provider="local", registry=str(workspace.feast_registry), online_store=online,
@@ -43,7 +43,7 @@ def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
 
     def view(name: str, path, entity: Entity, fields: list[Field], description: str) -> FeatureView:
         # Relative to the repo path (the workspace's features/ folder): a moved workspace reads its own tables.
-        source = FileSource(name=f"{name}_source", path=os.path.relpath(path, workspace.dir("features")),
+        source = FileSource(name=f"{name}_source", path=os.path.relpath(path, workspace.dir(FEATURES)),
                             timestamp_field="event_timestamp")
         return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
                            description=description)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from components.config import BACKBONE_NAMES, VARIANT_NAMES, Config, available_presets, load_config
+from components.config import (BACKBONE_NAMES, SWEEP_BUDGETS, VARIANT_NAMES, Config, available_presets,
+                               load_config)
 from components.errors import InputError
 from components.workspace import Workspace
 from validation.gate import ValidationFailed
@@ -418,9 +419,9 @@ def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> N
 @click.pass_obj
 def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> None:
     """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
-    from pipelines.studies import BUDGETS, seed_sweep
+    from pipelines.studies import seed_sweep
 
-    chosen = tuple(float(b) for b in _names(budgets, BUDGETS))
+    chosen = tuple(float(b) for b in _names(budgets, SWEEP_BUDGETS))
     frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
                        _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
     click.echo(frame.to_string(index=False))

@@ -25,10 +25,9 @@ import yaml
 from kfp import compiler, dsl
 
 from components import kubeflow as op
-from components.config import Config
+from components.config import SWEEP_BUDGETS, Config
 
 SHARDS = 4  # retrieval shards of the daily pipeline (compile-time: the fan-out is static)
-BUDGETS = [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 
 @dsl.pipeline(name="reasoning-pool", description="Weekly: behaviour encoder -> seeds -> LLM rationales -> Milvus pool")
@@ -66,7 +65,7 @@ def train_ranker(workspace: str, config: str, backbone: str = "sasrec", variant:
 
 
 @dsl.pipeline(name="seed-budget-sweep", description="RELAND quality against LLM cost, one branch per seed budget")
-def seed_budget_sweep(workspace: str, config: str, budgets: List[float] = BUDGETS, backbone: str = "sasrec"):
+def seed_budget_sweep(workspace: str, config: str, budgets: List[float] = list(SWEEP_BUDGETS), backbone: str = "sasrec"):
     vectors = op.locate(workspace=workspace, relative="encoder/user_vectors.parquet")
     items = op.locate(workspace=workspace, relative="features/item_text_embedding.parquet")
     with dsl.ParallelFor(items=budgets, parallelism=2) as budget:

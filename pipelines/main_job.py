@@ -10,7 +10,7 @@ from components.config import Config
 from components.features import online_features
 from components.steps import STEPS, record_name, run_step, step_record
 from components.tracking import registered_model_name, tracking_uri, use_experiment
-from components.workspace import Workspace, write_json
+from components.workspace import RUN_SUMMARY, Workspace, write_json
 
 
 MAIN_STEPS = tuple(name for name in STEPS if name != "train_ranker")  # the registry's order; rankers come after
@@ -70,7 +70,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"user_rationale_embedding: {retrieval['users']:,} users, mean similarity {retrieval['mean_similarity']:.3f} "
          f"-> {workspace.located(retrieval['table'])}")
     echo(f"validation (Great Expectations): passed on {results['materialise_features']['validated_rows']:,} rows; "
-         f"report {workspace.root / 'validation' / 'user_rationale_embedding.json'}")
+         f"report {workspace.validation_report('user_rationale_embedding')}")
     sample = pd.read_parquet(workspace.user_rationales, columns=["user_id"])["user_id"].iloc[0]
     online = {k: v[0] for k, v in online_features(workspace, [sample], config.features).items()}
     echo(f"Feast get_online_features(ranker, user_id={sample}): seed {online['seed_user_id']}, similarity "
@@ -91,7 +91,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"serve:      reland -w {workspace.root} serve --port 8000   (POST /rank)")
     summary = {"dataset": config.name, "runner": runner, "seconds": timings,
                "wall_seconds": round(time.time() - started_at, 2)}
-    write_json(workspace.path("", "run.json"), summary)
+    write_json(workspace.file(RUN_SUMMARY), summary)
     echo(f"== done in {summary['wall_seconds']:.0f}s; every artefact is under {workspace.root}")
     return summary
 

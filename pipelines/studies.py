@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from components.config import BACKBONE_NAMES, Config
+from components.config import BACKBONE_NAMES, SWEEP_BUDGETS, Config
 from components.data.tables import PreparedDataset
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
@@ -27,7 +27,6 @@ from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
 SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
 VARIANTS = ("id", "item_text", "reland")
-BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
 METRICS = ("ndcg@10", "hit@10")
 
 
@@ -233,7 +232,7 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     return frame[keep]
 
 
-def seed_sweep(config: Config, workspace: Workspace, budgets=BUDGETS, backbones=("sasrec", "lightgcn"),
+def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, backbones=("sasrec", "lightgcn"),
                progress: bool = True, repeats: int = 1) -> pd.DataFrame:
     """RELAND at each seed budget against the +f_item baseline: quality against LLM calls, tokens and seconds.
 

@@ -18,7 +18,7 @@ from components.config import Config
 from pipelines.studies import with_ranker
 from components.ranker import FUSION_DEFAULTS, fuses, ranker_settings, train_ranker
 from components.tracking import log_epoch, start_run, use_experiment
-from components.workspace import Workspace, atomic_path
+from components.workspace import OPTUNA_STORE, TUNED, Workspace, atomic_path
 
 # setting -> (low, high, log scale); searched only where the backbone (or its fusion) has it
 SPACE = {"lr": (1e-4, 1e-2, True), "weight_decay": (1e-8, 1e-3, True), "dropout": (0.0, 0.6, False),
@@ -45,7 +45,7 @@ def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space(config)
     key = f"{config.ranker.backbone}-{config.ranker.variant}"
-    storage = f"sqlite:///{workspace.dir('tuning') / 'optuna.db'}"
+    storage = f"sqlite:///{workspace.file(OPTUNA_STORE)}"
     study = optuna.create_study(study_name=f"{config.name}-{key}", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
     if not study.trials:
@@ -68,7 +68,7 @@ def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool 
         best = {k: float(v) for k, v in study.best_params.items()}
         mlflow.log_params({f"best.{k}": v for k, v in best.items()})
         mlflow.log_metric("best_valid_ndcg_at_10", study.best_value)
-        path = write_tuned(workspace.dir("tuning") / "tuned.yaml", key, best)
+        path = write_tuned(workspace.file(TUNED), key, best)
         mlflow.log_artifact(str(path))
     return {"key": key, "best": best, "best_valid_ndcg@10": study.best_value, "trials": len(study.trials),
             "file": str(path)}

@@ -90,7 +90,7 @@ class Ranker:
 
     @functools.lru_cache(maxsize=16)
     def explanations(self, version: int) -> dict[str, str]:
-        path = self.workspace.root / "pool" / f"pool_v{version}.parquet"
+        path = self.workspace.pool_snapshot(version)
         if not path.exists() or "step1" not in pq.read_schema(path).names:
             return {}
         table = pq.read_table(path, columns=["seed_user_id", "step1"]).to_pandas()

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from components.workspace import Workspace, write_json
+from components.workspace import VALIDATION, Workspace, write_json
 
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
 
@@ -19,7 +19,7 @@ def _context(workspace: Workspace):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="file", project_root_dir=str(workspace.dir("validation")))
+    context = gx.get_context(mode="file", project_root_dir=str(workspace.dir(VALIDATION)))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
@@ -53,9 +53,9 @@ def run_gate(name: str, expectations: list, chunks: Iterable[pd.DataFrame], work
     summary = {"suite": name, "rows": rows, "success": not failures, "failures": failures,
                "data_docs": "validation/gx/uncommitted/data_docs/local_site/index.html",  # workspace-relative
                "chunks": chunk_results}
-    write_json(workspace.path("validation", f"{name}.json"), summary)
+    write_json(workspace.validation_report(name), summary)
     if failures:
         lines = [f"  - {key}: {f['unexpected']} unexpected, e.g. {f['examples'][:3]}" for key, f in failures.items()]
         raise ValidationFailed(f"validation suite '{name}' failed on {rows:,} rows; nothing was published:\n"
-                               + "\n".join(lines) + f"\n  details: {workspace.path('validation', name + '.json')}")
+                               + "\n".join(lines) + f"\n  details: {workspace.validation_report(name)}")
     return summary

@@ -193,7 +193,7 @@ def test_length_buckets_give_the_outputs_of_one_padded_batch(backbone):
 
 
 def test_the_seed_vector_control_fuses_each_users_seed_behaviour_vector(tmp_path):
-    from components.ranker import seed_behaviour_vectors
+    from components.ranker import assigned_seed_vectors
 
     ws = Workspace(tmp_path)
     prepare_data(config(), ws, progress=False)
@@ -206,7 +206,7 @@ def test_the_seed_vector_control_fuses_each_users_seed_behaviour_vector(tmp_path
     ordered = users.sort_values("user_idx")["user_id"].astype(str)
     seed_of = {user: ids[i % 2] for i, user in enumerate(ids)}  # as write_features assigns them
     expected = np.stack([vectors[ids.index(seed_of[user])] for user in ordered])
-    np.testing.assert_array_equal(seed_behaviour_vectors(ws, ordered), expected)
+    np.testing.assert_array_equal(assigned_seed_vectors(ws, ordered), expected)
     apply_features(config(), ws)
     assert train_ranker(config(variant="seed_vector"), ws, progress=False)["test_users"] > 0
 
