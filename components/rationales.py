@@ -27,7 +27,7 @@ from tqdm import tqdm
 from components.config import Config, LLMConfig
 from components.data.tables import SPLIT_COLUMN, TRAIN, PreparedDataset, write_table
 from components.llm_cache import ResponseCache, cache_key
-from components.grounding import Catalogue, grounding_summary
+from components.grounding import Catalogue, Grounding, grounding_summary
 from components.prompts import (TEMPLATE_VERSION, HistoryItem, Profile, build_messages, condense_history,
                                 history_profile, parse_rationale, profile_rationale)
 from components.workspace import Workspace, atomic_path, write_json
@@ -101,7 +101,7 @@ class _Job:
     attempts: int = 0
     completion: Completion | None = None
     parsed: tuple[str, str] | None = None
-    grounding: object = None  # components.grounding.Grounding once parsed
+    grounding: Grounding | None = None  # once parsed
     version: str = ""
     temperature: float = 0.0
     spent: Usage = Usage()
