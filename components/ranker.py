@@ -235,8 +235,7 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
 
 def save_ranker(workspace: Workspace, config: Config, model: Recommender, result: dict, curve: list[dict],
                 users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
-    folder = workspace.ranker(config.ranker.run_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = workspace.ranker(config.ranker.run_name)  # atomic_path creates it
     with atomic_path(folder / RANKER_MODEL) as tmp:
         torch.save({"state": model.state_dict(), "ranker": config.ranker.model_dump(), "n_users": model.n_users,
                     "n_items": model.n_items, "max_len": config.data.max_seq_len}, tmp)

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 
 from components.config import Config
-from components.workspace import (CHECKPOINT, FEAST_REGISTRY, ITEM_TEXT, LLM_CACHE, POOL_POINTER, PREPARED,
-                                  RATIONALE_TABLE, SEEDS, USER_RATIONALES, USER_VECTORS, Workspace, read_json,
-                                  write_json)
+from components.workspace import (CHECKPOINT, ENCODER, FEAST_REGISTRY, ITEM_TEXT, LLM_CACHE, POOL_POINTER, PREPARED,
+                                  RATIONALE_TABLE, SEEDS, STUDIES, USER_RATIONALES, USER_VECTORS, Workspace,
+                                  read_json, write_json)
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,8 @@ class PoolVariant:
 
     def workspace(self, base: Workspace) -> Workspace:
         """``studies/<name>`` linking the base's data, encoder, item text and LLM cache."""
-        child = Workspace(base.root / "studies" / self.name)
-        for relative in (PREPARED, "encoder", ITEM_TEXT, LLM_CACHE):
+        child = Workspace(base.root / STUDIES / self.name)
+        for relative in (PREPARED, ENCODER, ITEM_TEXT, LLM_CACHE):
             link = child.root / relative
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists() and (base.root / relative).exists():  # relative: the pair can move together

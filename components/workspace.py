@@ -23,6 +23,8 @@ from typing import Any, Iterator
 # Every artefact's place, relative to the workspace root: the one list of the layout (step
 # records name their outputs with these, so nothing else spells a file name).
 PREPARED = "data"
+ENCODER = "encoder"  # the encoder's checkpoint, vectors and reports
+STUDIES = "studies"  # derived workspaces of the studies, one per pool variant
 USER_VECTORS = "encoder/user_vectors.parquet"
 ITEM_VECTORS = "encoder/item_vectors.parquet"
 CHECKPOINT = "encoder/checkpoint.pt"
