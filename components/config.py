@@ -217,6 +217,10 @@ class RankerConfig(RankerSettings):
     max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
     eval_batch: int = Field(1024, ge=1, description="users scored together in full-ranking evaluation")
     repeat: int = Field(0, ge=0, description="repeat index: trains with seed + repeat, in its own folder when > 0")
+    fusion_training: Literal["residual", "joint"] = Field(
+        "residual", description="'residual': fit the fusion on the frozen +f_item backbone (trained once per seed "
+                                "and shared with the +f_item run), starting from the unchanged backbone and kept "
+                                "only where validation improves; 'joint': train backbone and fusion together")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?)$",
                         description="'cpu', 'cuda[:N]', or 'auto' (a GPU when there is one)")
 

@@ -13,6 +13,8 @@ how to rebuild it), ``metrics.json`` (per-epoch curve, test metrics, timings) an
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Callable
 
@@ -118,7 +120,7 @@ def make_model(config: Config, data: RankerData, item_text: torch.Tensor | None,
     settings = ranker_settings(cfg)
     hyper = {k: settings[k] for k in model_settings(cfg.backbone)}
     fusion = {"dropout": settings["fusion_dropout"], "input_dropout": settings["fusion_input_dropout"],
-              "gate_bias": settings["gate_bias"]}
+              "gate_bias": settings["gate_bias"], "residual": cfg.fusion_training == "residual"}
     adjacency = None
     if BACKBONES[cfg.backbone].needs_adjacency:
         from models.recommenders import normalised_adjacency
@@ -130,13 +132,12 @@ def make_model(config: Config, data: RankerData, item_text: torch.Tensor | None,
 
 
 def make_optimiser(model: Recommender, settings: dict) -> torch.optim.Optimizer:
-    """Adam; the fusion layer's parameters in their own group with their own weight decay."""
+    """Adam over the trainable parameters; the fusion layer's in their own group with their own weight decay."""
     fusion = {id(p) for p in model.fusion.parameters()} if model.fusion is not None else set()
-    groups = [{"params": [p for p in model.parameters() if id(p) not in fusion],
-               "weight_decay": settings["weight_decay"]}]
-    if fusion:
-        groups.append({"params": list(model.fusion.parameters()), "weight_decay": settings["fusion_weight_decay"]})
-    return torch.optim.Adam(groups, lr=settings["lr"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in fusion], "weight_decay": settings["weight_decay"]},
+              {"params": [p for p in trainable if id(p) in fusion], "weight_decay": settings["fusion_weight_decay"]}]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=settings["lr"])
 
 
 @torch.no_grad()
@@ -159,10 +160,14 @@ def summarise(per_user: dict[str, np.ndarray], prefix: str = "") -> dict[str, fl
 
 
 def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Optimizer, config: Config,
-                rng: np.random.Generator, partners: np.ndarray | None, progress: bool) -> float:
-    """One pass over the training rows; the mean loss."""
+                rng: np.random.Generator, partners: np.ndarray | None, progress: bool,
+                fusion_only: bool = False) -> float:
+    """One pass over the training rows; the mean loss.  ``fusion_only``: the frozen backbone stays in
+    evaluation mode (no dropout), so the fusion learns on the representations it will be served."""
     cfg = config.ranker
-    model.train()
+    model.eval() if fusion_only else model.train()
+    if fusion_only:
+        model.fusion.train()
     device = next(model.parameters()).device
     losses = []
     total = -(-len(data.train_rows) // data.units_per_batch(cfg.batch_size))
@@ -179,52 +184,150 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
     return float(np.mean(losses))
 
 
+def fit_ranker(model: Recommender, config: Config, data: RankerData, rng: np.random.Generator, progress: bool,
+               on_epoch: Callable[[dict, int], None] | None, start: dict | None = None) -> tuple[list[dict], dict]:
+    """Train ``model``'s trainable parameters, early-stopped on validation NDCG@10; the best state is loaded.
+
+    ``start`` (the residual fusion's untrained state, scored) is the best to beat: the fusion
+    is kept only if some epoch improves validation, else the model stays as it began.
+    """
+    cfg = config.ranker
+    optimiser = make_optimiser(model, ranker_settings(cfg))
+    partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
+    fusion_only = start is not None
+
+    def run_epoch(epoch: int) -> dict:
+        epoch_started = time.perf_counter()
+        loss = train_epoch(model, data, optimiser, config, rng, partners, progress, fusion_only)
+        train_seconds = time.perf_counter() - epoch_started
+        return {"loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
+                **summarise(evaluate(model, data, data.valid, cfg.eval_batch), "valid_")}
+
+    def keep_best(row: dict | None = None) -> None:
+        best_state.update({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+
+    best_state: dict = {}
+    if start is not None:
+        keep_best()
+    curve, best = fit(run_epoch, cfg.epochs, cfg.patience, "valid_ndcg@10", keep_best, on_epoch, progress,
+                      label=f"{cfg.run_name} {'fusion ' if fusion_only else ''}epochs", start=start)
+    model.load_state_dict(best_state)
+    return curve, best
+
+
+def base_variant(variant: str) -> str:
+    """The variant without its fusion: what the residual fusion is fitted on."""
+    return "item_text" if VARIANT_INPUTS[variant][0] else "id"
+
+
+def backbone_key(config: Config, data: RankerData, item_text: torch.Tensor | None) -> str:
+    """A hash of everything an unfused ranker's trained state depends on: its settings, training seed,
+    the interactions and their splits, and the item text."""
+    cfg = config.ranker
+    settings = {k: v for k, v in ranker_settings(cfg).items() if k not in FUSION_DEFAULTS}
+    described = {**cfg.model_dump(include={"backbone", "dim", "batch_size", "epochs", "patience", "max_batches"}),
+                 "variant": base_variant(cfg.variant), "settings": settings, "seed": config.seed + cfg.repeat,
+                 "max_len": data.max_len}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    for array in (data.users, data.items, data.split) + ((item_text.numpy(),) if item_text is not None else ()):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def trained_backbone(config: Config, workspace: Workspace, data: RankerData, item_text: torch.Tensor | None,
+                     progress: bool, on_epoch: Callable[[dict, int], None] | None,
+                     save: bool) -> tuple[Recommender, list[dict], dict, bool]:
+    """The unfused ranker of ``config`` (its variant without the fusion): from ``ranker/backbones/``
+    when one was trained on the same inputs, else trained (and stored when ``save``).
+
+    Returns (model, curve, best row, reused).  Training is seeded by seed + repeat, so the +f_item
+    run and a residual RELAND run of the same repeat share one backbone, and their comparison
+    isolates the fusion.
+    """
+    base = config.model_copy(update={"ranker": config.ranker.model_copy(
+        update={"variant": base_variant(config.ranker.variant)})})
+    torch.manual_seed(config.seed + config.ranker.repeat)
+    rng = np.random.default_rng(config.seed + config.ranker.repeat)
+    model = make_model(base, data, item_text, None)
+    path = workspace.backbone(backbone_key(base, data, item_text))
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        model.load_state_dict(saved["state"])
+        for row in saved["curve"] if on_epoch else ():
+            on_epoch(row, row["epoch"])
+        return model.to(training_device(config.ranker)), saved["curve"], saved["best"], True
+    model.to(training_device(config.ranker))
+    curve, best = fit_ranker(model, base, data, rng, progress, on_epoch)
+    if save:
+        with atomic_path(path) as tmp:
+            torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve, "best": best},
+                       tmp)
+    return model, curve, best, False
+
+
+def fit_residual_fusion(config: Config, workspace: Workspace, data: RankerData, item_text: torch.Tensor | None,
+                        rationales: torch.Tensor, progress: bool, on_epoch: Callable[[dict, int], None] | None,
+                        save: bool) -> tuple[Recommender, list[dict], dict, dict]:
+    """The fusion fitted on the frozen unfused backbone, from blend 0 (the backbone exactly) and kept
+    only where validation improves.  Returns (model, fusion curve, best row, backbone summary)."""
+    backbone, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, None, save)
+    torch.manual_seed(config.seed + config.ranker.repeat)
+    rng = np.random.default_rng(config.seed + config.ranker.repeat)
+    model = make_model(config, data, item_text, rationales)
+    missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("fusion.") for k in missing):
+        raise RuntimeError(f"backbone state does not fit the fused model: missing {missing}, unexpected {unexpected}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("fusion."))
+    model.to(training_device(config.ranker))
+    start = {"epoch": -1, **{k: v for k, v in best.items() if k.startswith("valid_")}}
+    fusion_curve, fusion_best = fit_ranker(model, config, data, rng, progress, on_epoch, start)
+    summary = {"reused": reused, "epochs": len(curve), "best_epoch": best["epoch"],
+               "best_valid_ndcg@10": best["valid_ndcg@10"], "fusion_kept": fusion_best["epoch"] >= 0,
+               "blend": round(float(model.fusion.blend), 6)}
+    return model, fusion_curve, fusion_best, summary
+
+
 def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
                  on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None,
                  save: bool = True, test: bool = True) -> dict:
     """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics.
 
-    ``save=False`` (benchmarks, tuning) leaves ``ranker/<name>/`` as it was; ``test=False``
-    (tuning) never scores the test split.
+    Unfused variants train their backbone (or reuse one trained on the same inputs); the fusion
+    trains jointly with a fresh backbone (``fusion_training: joint``) or on the frozen unfused
+    one (``residual``).  ``save=False`` (benchmarks, tuning) leaves ``ranker/<name>/`` as it was;
+    ``test=False`` (tuning) never scores the test split.
     """
     cfg = config.ranker
-    torch.manual_seed(config.seed + cfg.repeat)
-    rng = np.random.default_rng(config.seed + cfg.repeat)
     prepared = PreparedDataset(workspace.prepared)
     data = RankerData(prepared, family(cfg.backbone), config.data.max_seq_len)
     as_of = as_of or pd.Timestamp.now(tz="UTC")
     item_text, rationales = ranker_features(config, workspace, prepared, as_of)
-    settings = ranker_settings(cfg)
-    model = make_model(config, data, item_text, rationales).to(training_device(cfg))
-    optimiser = make_optimiser(model, settings)
-    partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
-    valid = data.valid
-    best_state, started = {}, time.perf_counter()
-
-    def run_epoch(epoch: int) -> dict:
-        epoch_started = time.perf_counter()
-        loss = train_epoch(model, data, optimiser, config, rng, partners, progress)
-        train_seconds = time.perf_counter() - epoch_started
-        return {"loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
-                **summarise(evaluate(model, data, valid, cfg.eval_batch), "valid_")}
-
-    def keep_best(row: dict) -> None:
-        best_state.update({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-
-    curve, best = fit(run_epoch, cfg.epochs, cfg.patience, "valid_ndcg@10", keep_best, on_epoch, progress,
-                      label=f"{cfg.run_name} epochs")
-    model.load_state_dict(best_state)
+    started, backbone = time.perf_counter(), None
+    if rationales is None:
+        model, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, on_epoch, save)
+        backbone = {"reused": reused} if reused else None
+    elif cfg.fusion_training == "residual":
+        model, curve, best, backbone = fit_residual_fusion(config, workspace, data, item_text, rationales, progress,
+                                                           on_epoch, save)
+    else:
+        torch.manual_seed(config.seed + cfg.repeat)
+        rng = np.random.default_rng(config.seed + cfg.repeat)
+        model = make_model(config, data, item_text, rationales).to(training_device(cfg))
+        curve, best = fit_ranker(model, config, data, rng, progress, on_epoch)
     eval_started = time.perf_counter()
     per_user = evaluate(model, data, data.test, cfg.eval_batch) if test else {}
     eval_seconds = time.perf_counter() - eval_started
     model.cpu()
     result = {"ranker": config.ranker.run_name, "backbone": cfg.backbone, "variant": cfg.variant, "repeat": cfg.repeat,
-              "settings": settings,
+              "settings": ranker_settings(cfg),
               "family": data.family, "epochs": len(curve), "best_epoch": best["epoch"],
               "best_valid_ndcg@10": best["valid_ndcg@10"],
               "seconds": round(time.perf_counter() - started, 2),
-              "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
+              "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3) if curve else 0.0,
               "as_of": as_of.isoformat()}
+    if backbone:
+        result["backbone_run"] = backbone
     if test:
         result.update({**summarise(per_user, "test_"), "test_users": len(data.test.users),
                        "eval_users_per_s": round(len(data.test.users) / eval_seconds)})

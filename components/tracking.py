@@ -201,5 +201,9 @@ def log_ranker_run(config: Config, workspace: Workspace, result: dict, metrics_f
     mlflow.log_params({k: v for k, v in context.items() if isinstance(v, str) or k == "pool_version"})
     numeric = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     numeric.update({k: v for k, v in context.items() if isinstance(v, (int, float)) and k != "pool_version"})
+    fitted = result.get("backbone_run", {})
+    if "fusion_kept" in fitted:  # residual fusion: whether validation kept it, and its blend
+        mlflow.log_params({"fusion_kept": fitted["fusion_kept"], "backbone_reused": fitted["reused"]})
+        numeric["fusion_blend"] = fitted["blend"]
     mlflow.log_metrics(metric_names(numeric))
     mlflow.log_artifact(str(metrics_file))

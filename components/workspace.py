@@ -53,6 +53,7 @@ TUNED, OPTUNA_STORE = "tuning/tuned.yaml", "tuning/optuna.db"
 RUN_SUMMARY = "run.json"
 RANKERS = "ranker"  # one folder per trained ranker, holding these files:
 RANKER_MODEL, RANKER_METRICS, RANKER_PER_USER = "model.pt", "metrics.json", "per_user.npz"
+RANKER_BACKBONES = "ranker/backbones"  # trained backbones by the hash of what they were trained on (shared with studies)
 
 
 class Workspace:
@@ -159,6 +160,10 @@ class Workspace:
     def ranker(self, run_name: str) -> Path:
         """A trained ranker's folder (``RANKER_MODEL``, ``RANKER_METRICS``, ``RANKER_PER_USER``)."""
         return self.root / RANKERS / run_name
+
+    def backbone(self, key: str) -> Path:
+        """A trained backbone (state, curve, best row) stored under the hash of its training inputs."""
+        return self.file(f"{RANKER_BACKBONES}/{key}.pt")
 
     def dir(self, name: str) -> Path:
         """The sub-folder ``name`` of the workspace, created if missing."""

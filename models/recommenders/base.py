@@ -47,15 +47,20 @@ class RationaleFusion(nn.Module):
     rationale embedding, ``dropout`` on z_u, and ``gate_bias``, a learnt offset of e_u's
     attention logit that starts the gate towards e_u (α1 = sigmoid(gate_bias) for equal
     logits).  Weight decay on the fusion's parameters is the trainer's (its own parameter group).
+
+    ``residual`` scales the fusion's change by a learnt ``blend`` that starts at 0:
+    e'_u = e_u + blend · (Eq. 5 − e_u), so the untrained layer is exactly the backbone (the
+    trainer fits it on a frozen +f_item backbone and keeps it only if validation improves).
     """
 
     def __init__(self, rationales: torch.Tensor, dim: int, dropout: float = 0.0, input_dropout: float = 0.0,
-                 gate_bias: float = 0.0):
+                 gate_bias: float = 0.0, residual: bool = False):
         super().__init__()
         self.register_buffer("rationales", rationales.float())
         self.to_user = nn.Linear(rationales.shape[1], dim)
         self.attention = nn.Linear(dim, 1, bias=False)
         self.gate_bias = nn.Parameter(torch.tensor([gate_bias, 0.0]))
+        self.blend = nn.Parameter(torch.zeros(1)) if residual else None
         self.input_dropout, self.dropout = nn.Dropout(input_dropout), nn.Dropout(dropout)
 
     def project(self, users: torch.Tensor, rationales: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,7 +72,10 @@ class RationaleFusion(nn.Module):
         """Fused vectors and the attention weights (rows × 2, each row sums to 1)."""
         logits = torch.cat([self.attention(user_vectors), self.attention(z)], dim=1) + self.gate_bias
         weights = torch.softmax(logits, dim=1)
-        return weights[:, :1] * user_vectors + weights[:, 1:] * z, weights
+        fused = weights[:, :1] * user_vectors + weights[:, 1:] * z
+        if self.blend is not None:
+            fused = user_vectors + self.blend * (fused - user_vectors)
+        return fused, weights
 
     def forward(self, users: torch.Tensor, user_vectors: torch.Tensor,
                 rationales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
