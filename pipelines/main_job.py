@@ -80,7 +80,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         ranker = results[record_name(rankers[variant], "train_ranker")]
         label = "with rationales (RELAND)" if variant == "reland" else "without rationales (+f_item)"
         echo(f"ranker {ranker['backbone']} {label}: test NDCG@10 {ranker['test_ndcg@10']:.4f}, "
-             f"HR@10 {ranker['test_hit@10']:.4f} ({ranker['test_users']:,} users)")
+             f"HR@10 {ranker['test_hit@10']:.4f} ({ranker['test_users']:,} users){_fusion_note(ranker)}")
     verdict = _lift_verdict(rankers, results, workspace, pool)
     if verdict:
         echo(verdict)
@@ -94,6 +94,16 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     write_json(workspace.file(RUN_SUMMARY), summary)
     echo(f"== done in {summary['wall_seconds']:.0f}s; every artefact is under {workspace.root}")
     return summary
+
+
+def _fusion_note(ranker: dict) -> str:
+    """How a residual fusion ended: kept (validation improved) with its blend, or left out."""
+    fitted = ranker.get("backbone_run", {})
+    if "fusion_kept" not in fitted:
+        return ""
+    if fitted["fusion_kept"]:
+        return f"; fusion kept on validation, blend {fitted['blend']:.2f}"
+    return "; fusion not kept (no validation gain), so the +f_item backbone as it is"
 
 
 def _lift_verdict(rankers: dict[str, Config], results: dict, workspace: Workspace, pool: dict) -> str | None:

@@ -241,6 +241,46 @@ def test_fusion_regularisers_are_active_in_training_and_off_in_evaluation():
     assert {id(p) for p in fused["params"]} == {id(p) for p in model.fusion.parameters()}
 
 
+def test_the_residual_fusion_starts_as_the_backbone_and_learns_its_blend():
+    fusion = RationaleFusion(torch.randn(6, 384), dim=8, residual=True)
+    users, e_u = torch.arange(6), torch.randn(6, 8)
+    fused, _ = fusion(users, e_u)
+    assert torch.equal(fused, e_u), "blend 0: the untrained fusion is exactly the backbone"
+    fused.sum().backward()
+    assert fusion.blend.grad is not None and fusion.blend.grad.abs().item() > 0
+
+
+def test_a_residual_fusion_reuses_the_item_text_backbone_and_never_moves_it(workspace):
+    plain = train_ranker(config(variant="item_text", repeat=3), workspace, progress=False)
+    fused = train_ranker(config(variant="reland", repeat=3), workspace, progress=False)
+    assert fused["backbone_run"]["reused"] and fused["backbone_run"]["best_epoch"] == plain["best_epoch"]
+    assert fused["best_valid_ndcg@10"] >= plain["best_valid_ndcg@10"], "kept only where validation improves"
+    before = torch.load(workspace.ranker("sasrec-item_text-r3") / "model.pt", weights_only=True)["state"]
+    after = torch.load(workspace.ranker("sasrec-reland-r3") / "model.pt", weights_only=True)["state"]
+    assert {k for k in after if k not in before} == {k for k in after if k.startswith("fusion.")}
+    assert all(torch.equal(before[k], after[k]) for k in before), "the frozen backbone is the +f_item one"
+
+
+def test_training_keeps_the_start_when_no_epoch_beats_it():
+    from components.training import fit
+
+    kept = []
+    curve, best = fit(lambda epoch: {"loss": 1.0, "score": 0.1 + epoch / 100}, epochs=5, patience=2, score="score",
+                      keep_best=kept.append, start={"epoch": -1, "score": 0.5})
+    assert best["epoch"] == -1 and kept == [] and len(curve) == 2
+
+
+def test_unfused_rankers_trained_on_the_same_inputs_share_one_backbone(workspace, monkeypatch):
+    import components.ranker as ranker
+
+    first = train_ranker(config(variant="item_text", repeat=4), workspace, progress=False)
+    monkeypatch.setattr(ranker, "fit_ranker", lambda *a, **k: pytest.fail("a stored backbone was trained again"))
+    again = train_ranker(config(variant="item_text", repeat=4), workspace, progress=False)
+    assert again["backbone_run"] == {"reused": True} and again["test_ndcg@10"] == first["test_ndcg@10"]
+    with pytest.raises(pytest.fail.Exception):
+        train_ranker(config(variant="item_text", repeat=4, lr=0.01), workspace, progress=False)
+
+
 def test_each_backbone_declares_its_settings_and_rejects_unknown_ones():
     from components.ranker import ranker_settings
 
