@@ -235,10 +235,12 @@ def backbone_key(config: Config, data: RankerData, item_text: torch.Tensor | Non
 
 
 def trained_backbone(config: Config, workspace: Workspace, data: RankerData, item_text: torch.Tensor | None,
-                     progress: bool, on_epoch: Callable[[dict, int], None] | None,
-                     save: bool) -> tuple[Recommender, list[dict], dict, bool]:
+                     progress: bool,
+                     on_epoch: Callable[[dict, int], None] | None) -> tuple[Recommender, list[dict], dict, bool]:
     """The unfused ranker of ``config`` (its variant without the fusion): from ``ranker/backbones/``
-    when one was trained on the same inputs, else trained (and stored when ``save``).
+    when one was trained on the same inputs, else trained and stored there (also when tuning
+    or benchmarking: ``save`` is about the ranker's own folder, and a tuning trial of the fusion
+    then trains the backbone once, not once per trial).
 
     Returns (model, curve, best row, reused).  Training is seeded by seed + repeat, so the +f_item
     run and a residual RELAND run of the same repeat share one backbone, and their comparison
@@ -258,19 +260,17 @@ def trained_backbone(config: Config, workspace: Workspace, data: RankerData, ite
         return model.to(training_device(config.ranker)), saved["curve"], saved["best"], True
     model.to(training_device(config.ranker))
     curve, best = fit_ranker(model, base, data, rng, progress, on_epoch)
-    if save:
-        with atomic_path(path) as tmp:
-            torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve, "best": best},
-                       tmp)
+    with atomic_path(path) as tmp:
+        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "curve": curve, "best": best}, tmp)
     return model, curve, best, False
 
 
 def fit_residual_fusion(config: Config, workspace: Workspace, data: RankerData, item_text: torch.Tensor | None,
-                        rationales: torch.Tensor, progress: bool, on_epoch: Callable[[dict, int], None] | None,
-                        save: bool) -> tuple[Recommender, list[dict], dict, dict]:
+                        rationales: torch.Tensor, progress: bool,
+                        on_epoch: Callable[[dict, int], None] | None) -> tuple[Recommender, list[dict], dict, dict]:
     """The fusion fitted on the frozen unfused backbone, from blend 0 (the backbone exactly) and kept
     only where validation improves.  Returns (model, fusion curve, best row, backbone summary)."""
-    backbone, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, None, save)
+    backbone, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, None)
     torch.manual_seed(config.seed + config.ranker.repeat)
     rng = np.random.default_rng(config.seed + config.ranker.repeat)
     model = make_model(config, data, item_text, rationales)
@@ -305,11 +305,11 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
     item_text, rationales = ranker_features(config, workspace, prepared, as_of)
     started, backbone = time.perf_counter(), None
     if rationales is None:
-        model, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, on_epoch, save)
+        model, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, on_epoch)
         backbone = {"reused": reused} if reused else None
     elif cfg.fusion_training == "residual":
         model, curve, best, backbone = fit_residual_fusion(config, workspace, data, item_text, rationales, progress,
-                                                           on_epoch, save)
+                                                           on_epoch)
     else:
         torch.manual_seed(config.seed + cfg.repeat)
         rng = np.random.default_rng(config.seed + cfg.repeat)

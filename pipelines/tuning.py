@@ -1,7 +1,8 @@
 """``reland experiments tune``: a small search of one ranker's settings on the validation split (Optuna).
 
 The space holds what the backbone declares (learning rate, weight decay, dropout) and, for
-variants with the RELAND fusion, the fusion's regularisers.  Trial 0 is the current
+variants with the RELAND fusion, the fusion's regularisers (only those for the default
+residual fusion, which is fitted on the frozen +f_item backbone: tune ``item_text`` first).  Trial 0 is the current
 settings, so the chosen values are never worse on validation than the defaults.  Each trial
 trains with ``test=False`` (the test split is never scored) and is one nested MLflow run;
 the Optuna study lives in ``tuning/optuna.db``, so an interrupted search resumes.  The
@@ -27,8 +28,12 @@ SPACE = {"lr": (1e-4, 1e-2, True), "weight_decay": (1e-8, 1e-3, True), "dropout"
 
 
 def search_space(config: Config) -> dict[str, tuple[float, float, bool]]:
+    """The backbone's settings (and the fusion's, for fused variants); a residual fusion sits on the
+    +f_item backbone as tuned for ``item_text``, so only the fusion's own settings are searched."""
     settings = ranker_settings(config.ranker)
-    return {k: v for k, v in SPACE.items() if k in settings and (fuses(config) or k not in FUSION_DEFAULTS)}
+    residual = fuses(config) and config.ranker.fusion_training == "residual"
+    return {k: v for k, v in SPACE.items() if k in settings and (k in FUSION_DEFAULTS if residual else
+                                                                 fuses(config) or k not in FUSION_DEFAULTS)}
 
 
 def _start_values(config: Config, space: dict) -> dict[str, float]:

@@ -325,7 +325,9 @@ def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(work
     from components.config import load_config as load
     from components.ranker import ranker_settings
 
-    assert "fusion_dropout" in tuning.search_space(config(variant="reland"))
+    assert set(tuning.search_space(config(variant="reland"))) == {"fusion_dropout", "fusion_input_dropout",
+                                                                  "fusion_weight_decay", "gate_bias"}
+    assert "lr" in tuning.search_space(config(variant="reland", fusion_training="joint"))
     assert "heads" not in tuning.search_space(config()) and "fusion_dropout" not in tuning.search_space(
         config(variant="item_text"))
     calls, train = [], tuning.train_ranker
@@ -336,7 +338,7 @@ def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(work
     assert not (workspace.root / "ranker" / "gru4rec-reland-r0").exists()
     tuned = load(file=result["file"], overrides={"synthetic": {"users": 150, "clusters": 3}})
     settings = ranker_settings(tuned.ranker.model_copy(update={"backbone": "gru4rec", "variant": "reland"}))
-    assert settings["lr"] == pytest.approx(result["best"]["lr"])
+    assert settings["fusion_dropout"] == pytest.approx(result["best"]["fusion_dropout"])
     resumed = tuning.tune(config(backbone="gru4rec", variant="reland"), workspace, trials=2, progress=False)
     assert resumed["trials"] == 2 and len(calls) == 2, "a finished search is not run again"
 
