@@ -363,7 +363,9 @@ def load_ranker(config: Config, workspace: Workspace) -> Recommender:
     data = RankerData(PreparedDataset(workspace.prepared), family(config.ranker.backbone), saved["max_len"])
     item_text = torch.zeros_like(state["items.text"]) if "items.text" in state else None
     rationales = torch.zeros_like(state["fusion.rationales"]) if "fusion.rationales" in state else None
-    model = make_model(config, data, item_text, rationales)
+    # The fusion as it was trained (a residual one has a blend), whatever the configuration says now.
+    trained = config.ranker.model_copy(update={"fusion_training": "residual" if "fusion.blend" in state else "joint"})
+    model = make_model(config.model_copy(update={"ranker": trained}), data, item_text, rationales)
     model.load_state_dict(state)
     return model.eval()
 

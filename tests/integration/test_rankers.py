@@ -261,6 +261,14 @@ def test_a_residual_fusion_reuses_the_item_text_backbone_and_never_moves_it(work
     assert all(torch.equal(before[k], after[k]) for k in before), "the frozen backbone is the +f_item one"
 
 
+def test_a_ranker_loads_with_the_fusion_it_was_trained_with(workspace):
+    from components.ranker import load_ranker
+
+    train_ranker(config(backbone="gru4rec", variant="reland", fusion_training="joint"), workspace, progress=False)
+    model = load_ranker(config(backbone="gru4rec", variant="reland"), workspace)  # the default is residual
+    assert model.fusion.blend is None
+
+
 def test_training_keeps_the_start_when_no_epoch_beats_it():
     from components.training import fit
 
