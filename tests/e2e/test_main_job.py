@@ -99,6 +99,10 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert profile["calls"] == 0 and profile["source"] == "profile", "the profile control asks no LLM"
     shuffled = json.loads((workspace / "studies" / "control-shuffled" / "pool" / "rationales.json").read_text())
     assert shuffled["calls"] == 0, "the shuffled control reuses the answers already paid for"
+    backbones = workspace / "studies" / "control-profile" / "ranker" / "backbones"
+    assert backbones.is_symlink() and not os.path.isabs(os.readlink(backbones)), "shared, and movable"
+    fused = json.loads((backbones.parent / "lightgcn-reland" / "metrics.json").read_text())
+    assert fused["backbone_run"]["reused"], "the control's fusion sits on the +f_item backbone already trained"
     moved_workspace_keeps_working(workspace, tmp_path / "moved", config)
 
 
