@@ -165,7 +165,7 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
     """One pass over the training rows; the mean loss.  ``fusion_only``: the frozen backbone stays in
     evaluation mode (no dropout), so the fusion learns on the representations it will be served."""
     cfg = config.ranker
-    model.eval() if fusion_only else model.train()
+    model.train(not fusion_only)
     if fusion_only:
         model.fusion.train()
     device = next(model.parameters()).device
@@ -215,6 +215,12 @@ def fit_ranker(model: Recommender, config: Config, data: RankerData, rng: np.ran
     return curve, best
 
 
+def seeded(config: Config) -> np.random.Generator:
+    """Seed torch (model initialisation) with seed + repeat and return the batch order's generator."""
+    torch.manual_seed(config.seed + config.ranker.repeat)
+    return np.random.default_rng(config.seed + config.ranker.repeat)
+
+
 def base_variant(variant: str) -> str:
     """The variant without its fusion: what the residual fusion is fitted on."""
     return "item_text" if VARIANT_INPUTS[variant][0] else "id"
@@ -248,8 +254,7 @@ def trained_backbone(config: Config, workspace: Workspace, data: RankerData, ite
     """
     base = config.model_copy(update={"ranker": config.ranker.model_copy(
         update={"variant": base_variant(config.ranker.variant)})})
-    torch.manual_seed(config.seed + config.ranker.repeat)
-    rng = np.random.default_rng(config.seed + config.ranker.repeat)
+    rng = seeded(config)
     model = make_model(base, data, item_text, None)
     path = workspace.backbone(backbone_key(base, data, item_text))
     if path.exists():
@@ -271,8 +276,7 @@ def fit_residual_fusion(config: Config, workspace: Workspace, data: RankerData, 
     """The fusion fitted on the frozen unfused backbone, from blend 0 (the backbone exactly) and kept
     only where validation improves.  Returns (model, fusion curve, best row, backbone summary)."""
     backbone, curve, best, reused = trained_backbone(config, workspace, data, item_text, progress, None)
-    torch.manual_seed(config.seed + config.ranker.repeat)
-    rng = np.random.default_rng(config.seed + config.ranker.repeat)
+    rng = seeded(config)
     model = make_model(config, data, item_text, rationales)
     missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
     if unexpected or any(not k.startswith("fusion.") for k in missing):
@@ -311,8 +315,7 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
         model, curve, best, backbone = fit_residual_fusion(config, workspace, data, item_text, rationales, progress,
                                                            on_epoch)
     else:
-        torch.manual_seed(config.seed + cfg.repeat)
-        rng = np.random.default_rng(config.seed + cfg.repeat)
+        rng = seeded(config)
         model = make_model(config, data, item_text, rationales).to(training_device(cfg))
         curve, best = fit_ranker(model, config, data, rng, progress, on_epoch)
     eval_started = time.perf_counter()
@@ -324,7 +327,7 @@ def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
               "family": data.family, "epochs": len(curve), "best_epoch": best["epoch"],
               "best_valid_ndcg@10": best["valid_ndcg@10"],
               "seconds": round(time.perf_counter() - started, 2),
-              "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3) if curve else 0.0,
+              "epoch_train_seconds": round(float(np.mean([r["train_seconds"] for r in curve])), 3),
               "as_of": as_of.isoformat()}
     if backbone:
         result["backbone_run"] = backbone
