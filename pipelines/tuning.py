@@ -5,7 +5,8 @@ variants with the RELAND fusion, the fusion's regularisers (only those for the d
 residual fusion, which is fitted on the frozen +f_item backbone: tune ``item_text`` first).  Trial 0 is the current
 settings, so the chosen values are never worse on validation than the defaults.  Each trial
 trains with ``test=False`` (the test split is never scored) and is one nested MLflow run;
-the Optuna study lives in ``tuning/optuna.db``, so an interrupted search resumes.  The
+the Optuna study lives in ``tuning/optuna.db``, so an interrupted search resumes, and a trial
+whose process died (no heartbeat for two intervals) is failed and run again with its values.  The
 best values go to ``tuning/tuned.yaml`` under ``ranker.tuned["<backbone>-<variant>"]``: a
 configuration file the studies read with ``--config``.
 """
@@ -25,6 +26,7 @@ from components.workspace import OPTUNA_STORE, TUNED, Workspace, atomic_path
 SPACE = {"lr": (1e-4, 1e-2, True), "weight_decay": (1e-8, 1e-3, True), "dropout": (0.0, 0.6, False),
          "fusion_dropout": (0.0, 0.7, False), "fusion_input_dropout": (0.0, 0.5, False),
          "fusion_weight_decay": (1e-8, 1e-2, True), "gate_bias": (0.0, 3.0, False)}
+HEARTBEAT_S = 60  # a running trial's liveness signal; silent for 2x this, it is taken as dead
 
 
 def search_space(config: Config) -> dict[str, tuple[float, float, bool]]:
@@ -50,7 +52,9 @@ def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space(config)
     key = f"{config.ranker.backbone}-{config.ranker.variant}"
-    storage = f"sqlite:///{workspace.file(OPTUNA_STORE)}"
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     study = optuna.create_study(study_name=f"{config.name}-{key}", storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
     if not study.trials:

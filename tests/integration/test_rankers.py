@@ -351,6 +351,30 @@ def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(work
     assert resumed["trials"] == 2 and len(calls) == 2, "a finished search is not run again"
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the dead process by hand
+def test_a_tuning_trial_whose_process_died_is_run_again_with_its_values(workspace, monkeypatch):
+    import time
+
+    import optuna
+
+    import pipelines.tuning as tuning
+    from components.workspace import OPTUNA_STORE
+
+    monkeypatch.setattr(tuning, "HEARTBEAT_S", 1)
+    cfg = config(backbone="gru4rec", variant="item_text")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=1)
+    study = optuna.create_study(study_name=f"{cfg.name}-gru4rec-item_text", storage=storage, direction="maximize")
+    dead = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    storage.record_heartbeat(dead._trial_id)  # then the process "dies": no more heartbeats
+    time.sleep(2.5)
+    calls, train = [], tuning.train_ranker
+    monkeypatch.setattr(tuning, "train_ranker", lambda c, *a, **k: (calls.append(c.ranker.lr), train(c, *a, **k))[1])
+    tuning.tune(cfg, workspace, trials=1, progress=False)
+    states = [t.state for t in optuna.load_study(study_name=study.study_name, storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert calls == [pytest.approx(dead.params["lr"])], "the dead trial's values are tried again, once"
+
+
 def test_a_changed_default_makes_only_the_rankers_that_use_it_stale(tmp_path, monkeypatch):
     import components.ranker as ranker
     from components.steps import STEPS, fingerprint
