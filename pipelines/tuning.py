@@ -44,6 +44,19 @@ def _start_values(config: Config, space: dict) -> dict[str, float]:
     return {k: min(max(float(settings[k]), low), high) for k, (low, high, _) in space.items()}
 
 
+def open_study(config: Config, workspace: Workspace):
+    """The configured ranker's Optuna study in ``tuning/optuna.db`` (created on first use), with
+    heartbeats, so a trial whose process died is failed and retried once with its values."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    return optuna.create_study(study_name=f"{config.name}-{config.ranker.backbone}-{config.ranker.variant}",
+                               storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=config.seed))
+
+
 def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool = True) -> dict:
     """Search ``trials`` settings for the configured backbone and variant; write and return the best."""
     import mlflow
@@ -52,11 +65,7 @@ def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = search_space(config)
     key = f"{config.ranker.backbone}-{config.ranker.variant}"
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
-    study = optuna.create_study(study_name=f"{config.name}-{key}", storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=config.seed), load_if_exists=True)
+    study = open_study(config, workspace)
     if not study.trials:
         study.enqueue_trial(_start_values(config, space))
 

@@ -358,19 +358,17 @@ def test_a_tuning_trial_whose_process_died_is_run_again_with_its_values(workspac
     import optuna
 
     import pipelines.tuning as tuning
-    from components.workspace import OPTUNA_STORE
 
     monkeypatch.setattr(tuning, "HEARTBEAT_S", 1)
     cfg = config(backbone="gru4rec", variant="item_text")
-    storage = optuna.storages.RDBStorage(f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=1)
-    study = optuna.create_study(study_name=f"{cfg.name}-gru4rec-item_text", storage=storage, direction="maximize")
+    study = tuning.open_study(cfg, workspace)
     dead = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
-    storage.record_heartbeat(dead._trial_id)  # then the process "dies": no more heartbeats
-    time.sleep(2.5)
+    study._storage.record_heartbeat(dead._trial_id)  # then the process "dies": no more heartbeats
+    time.sleep(3.5)  # past the 2 s grace even where the store keeps whole seconds
     calls, train = [], tuning.train_ranker
     monkeypatch.setattr(tuning, "train_ranker", lambda c, *a, **k: (calls.append(c.ranker.lr), train(c, *a, **k))[1])
     tuning.tune(cfg, workspace, trials=1, progress=False)
-    states = [t.state for t in optuna.load_study(study_name=study.study_name, storage=storage).trials]
+    states = [t.state for t in tuning.open_study(cfg, workspace).trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert calls == [pytest.approx(dead.params["lr"])], "the dead trial's values are tried again, once"
 
