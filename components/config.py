@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -100,12 +100,21 @@ class SeedConfig(_Section):
     """Adaptive seed sampling (§3.1.1): K-means representativeness alternating with Eq. (2) importance."""
 
     strategy: Literal["adaptive", "random"] = Field("adaptive", description="'random' is the paper's w/o a.s. ablation")
-    budget: float = Field(0.10, gt=0, description="seed users: a fraction of users (< 1) or a count (>= 1)")
+    budget: float = Field(0.10, gt=0, description="seed users as a fraction of users, in (0, 1]; 1 asks about every user")
+    count: int | None = Field(None, ge=1, description="seed users as an absolute number (overrides budget)")
     representative_share: float = Field(0.5, ge=0, le=1, description="share of the budget for K-means sampling")
     cluster_fraction: float = Field(0.05, gt=0, le=1, description="K as a fraction of users (the paper: 1,120 for 22,363)")
     max_clusters: int = Field(4096, ge=1, description="cap on K so assignment stays tractable at 10^7 users")
     kmeans_iterations: int = Field(20, ge=1)
     points_per_centroid: int = Field(64, ge=1, description="K-means trains on a sample of K x this many users")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_is_a_fraction(cls, budget: float) -> float:
+        if budget > 1:
+            raise ValueError(f"seeds.budget is a fraction of users in (0, 1] (0.1 = 10%); for {budget:g} seeds "
+                             f"set seeds.count: {int(budget)}")
+        return budget
 
 
 # The seed-budget sweep's default budgets (Figure 6), as fractions of users: the CLI study and the

@@ -169,9 +169,7 @@ def seed_budget_branch(workspace: str, config: str, budget: float) -> NamedTuple
 
     from components.steps import PoolVariant
     from components.workspace import Workspace
-    from components.data.tables import PreparedDataset
     settings = yaml.safe_load(config)
-    users = PreparedDataset(Workspace(workspace).prepared).n_users
-    settings["seeds"] = {**settings.get("seeds", {}), "budget": max(1, round(budget * users))}  # 1.0 = every user
+    settings["seeds"] = {**settings.get("seeds", {}), "budget": budget, "count": None}  # 1.0 = every user
     child = PoolVariant(f"budget-{budget:g}", {}).workspace(Workspace(workspace))
     return NamedTuple("Branch", workspace=str, config=str)(str(child.root), yaml.safe_dump(settings))

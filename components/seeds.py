@@ -1,16 +1,20 @@
 """Step ``sample_seeds``: the seed users the LLM reasons about (§3.1.1).
 
-Two strategies alternate until the budget is met, never picking a user twice:
+Seeds are the first ``count`` users of one priority order, so the seeds of a budget are a subset
+of those of every larger budget (same data, encoder and seed): a budget sweep pays the LLM only
+for its largest budget.  The order interleaves two streams, ``representative_share`` of every
+prefix from the first, skipping a user already taken:
 
-* representativeness: K-means over the behaviour matrix M; cluster ``k`` gets
-  N_k ∝ |C_k| seeds (largest remainders); a cluster with one seed gives the user nearest
-  its centre, a cluster with more gives a uniform sample of its members;
-* importance: each remaining user is kept with probability ∝ |D_u| (Eq. 2), scaled so the
-  expected count fills the importance share; an overshoot is trimmed at random.
+* representativeness: K-means over the behaviour matrix M; seats go to clusters by Webster's
+  divisor method, so every prefix gives cluster ``k`` N_k ∝ |C_k| seeds; inside a cluster the
+  user nearest its centre comes first, the others follow at random;
+* importance: a weighted random order with weights |D_u| (Eq. 2), so every prefix is a sample
+  without replacement with probability ∝ |D_u| (Efraimidis-Spirakis keys).
 
-``strategy: random`` samples uniformly instead (the paper's "w/o a.s." ablation).  Output:
-``pool/seeds.parquet`` (user_idx, user_id, strategy, cluster, round, n_interactions) and
-``pool/seeds.json``.  Vectors are streamed; per user only a few bytes stay in memory.
+``strategy: random`` takes a uniform random order instead (the paper's "w/o a.s." ablation).
+Output: ``pool/seeds.parquet`` (user_idx, user_id, strategy, cluster, rank, n_interactions; rank is
+the position in the order) and ``pool/seeds.json``.  Vectors are streamed; per user only a few
+numbers stay in memory.
 """
 from __future__ import annotations
 
@@ -29,10 +33,11 @@ from components.workspace import SEEDS_SUMMARY, Workspace, write_json
 REPRESENTATIVE, IMPORTANT, RANDOM = "representativeness", "importance", "random"
 
 
-def budget_count(budget: float, n_users: int) -> int:
-    count = int(round(budget * n_users)) if budget < 1 else int(budget)
-    if not 1 <= count <= n_users:
-        raise ValueError(f"seed budget {budget} gives {count} seeds for {n_users} users; need 1..{n_users}")
+def seed_count(cfg: SeedConfig, n_users: int) -> int:
+    """``seeds.count`` when set, else ``seeds.budget`` (a fraction of users) of ``n_users``, at least one."""
+    count = cfg.count if cfg.count is not None else max(1, round(cfg.budget * n_users))
+    if count > n_users:
+        raise ValueError(f"seeds.count is {count} but the data has {n_users} users")
     return count
 
 
@@ -64,74 +69,65 @@ def kmeans_assign(path: Path, n_users: int, k: int, cfg: SeedConfig, seed: int) 
     return cluster, distance, float(kmeans.obj[-1])
 
 
-def allocate(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Integers proportional to ``sizes`` summing to ``total`` (largest-remainder method)."""
-    quota = sizes / max(sizes.sum(), 1) * total
-    counts = np.floor(quota).astype(np.int64)
-    extra = total - counts.sum()
-    counts[np.argsort(-(quota - counts), kind="stable")[:extra]] += 1
-    return np.minimum(counts, sizes)
+def rank_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, … inside each run of equal values of a sorted array."""
+    first = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    return np.arange(len(groups)) - np.repeat(first, np.diff(np.r_[first, len(groups)]))
 
 
-def representative_step(want: int, cluster: np.ndarray, distance: np.ndarray, free: np.ndarray,
-                        rng: np.random.Generator, k: int) -> np.ndarray:
-    """Users picked per cluster ∝ its free size; the centre-most when a cluster gets one."""
-    users = np.flatnonzero(free)
-    quota = allocate(np.bincount(cluster[users], minlength=k), want)
-    c = cluster[users]
-    # Rank inside each cluster: by distance where the quota is one, at random otherwise.
-    key = np.where(quota[c] == 1, distance[users], rng.random(len(users)))
-    order = np.lexsort((key, c))
-    first = np.r_[0, np.flatnonzero(np.diff(c[order])) + 1]
-    rank = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
-    return np.sort(users[order[rank < quota[c[order]]]])
+def representative_order(cluster: np.ndarray, distance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every user in the order representativeness picks them: the j-th seat of cluster k has
+    priority |C_k| / (j + 1/2) (Webster), and a cluster's first seat is its centre-most user."""
+    by_distance = np.lexsort((distance, cluster))
+    key = rng.random(len(cluster))
+    key[by_distance[rank_within(cluster[by_distance]) == 0]] = -1.0  # the centre-most user leads
+    order = np.lexsort((key, cluster))
+    sizes = np.bincount(cluster)
+    priority = sizes[cluster[order]] / (rank_within(cluster[order]) + 0.5)
+    return order[np.lexsort((cluster[order], -priority))]
 
 
-def importance_step(want: int, weight: np.ndarray, free: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Bernoulli draw per free user with p ∝ |D_u| (Eq. 2), expected count ``want``; trimmed to ``want``."""
-    users = np.flatnonzero(free)
-    p = np.minimum(1.0, want * weight[users] / weight[users].sum())
-    chosen = users[rng.random(len(users)) < p]
-    if len(chosen) > want:
-        chosen = rng.choice(chosen, want, replace=False)
-    return np.sort(chosen)
+def importance_order(weight: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``count`` users of a random order whose every prefix is a weighted sample (p ∝ weight)."""
+    key = np.log(rng.random(len(weight))) / weight
+    top = np.argpartition(-key, count - 1)[:count]
+    return top[np.argsort(-key[top], kind="stable")]
+
+
+def interleave(first: np.ndarray, second: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two orders merged so each prefix takes ``share`` of its slots from ``first``; a user already
+    taken is skipped (its slot lost, so the share drifts by the overlap); the users, and whether each
+    came from ``first``."""
+    parts = [(order, s, label) for order, s, label in ((first, share, True), (second, 1 - share, False)) if s > 0]
+    position = np.concatenate([(np.arange(len(order)) + 0.5) / s for order, s, _ in parts])
+    users = np.concatenate([order for order, _, _ in parts])
+    from_first = np.concatenate([np.full(len(order), label) for order, _, label in parts])
+    merged = np.argsort(position, kind="stable")  # ties: ``first`` leads
+    _, kept = np.unique(users[merged], return_index=True)
+    kept = merged[np.sort(kept)]
+    return users[kept], from_first[kept]
 
 
 def sample_seed_users(cfg: SeedConfig, vectors: Path, interactions: np.ndarray, seed: int) -> tuple[pd.DataFrame, dict]:
-    """The seed set with each seed's origin, and a summary."""
+    """The seed set with each seed's origin and rank in the priority order, and a summary."""
     n = len(interactions)
-    budget = budget_count(cfg.budget, n)
+    count = seed_count(cfg, n)
     rng = np.random.default_rng(seed)
     if cfg.strategy == "random":
-        users = np.sort(rng.choice(n, budget, replace=False))
-        frame = pd.DataFrame({"user_idx": users, "strategy": RANDOM, "cluster": -1, "round": 0})
-        return frame, {"strategy": "random", "budget": budget}
+        users = rng.permutation(n)[:count]
+        frame = pd.DataFrame({"user_idx": users, "strategy": RANDOM, "cluster": -1, "rank": np.arange(count)})
+        return frame.sort_values("user_idx", ignore_index=True), {"strategy": "random", "seeds": count}
     k = max(1, min(int(math.ceil(cfg.cluster_fraction * n)), cfg.max_clusters, n))
     cluster, distance, inertia = kmeans_assign(vectors, n, k, cfg, seed)
-    targets = {REPRESENTATIVE: int(round(budget * cfg.representative_share))}
-    targets[IMPORTANT] = budget - targets[REPRESENTATIVE]
-    taken = {REPRESENTATIVE: 0, IMPORTANT: 0}
-    free = np.ones(n, bool)
-    origin = np.full(n, "", object)
-    round_of = np.full(n, -1, np.int32)
-    weight = interactions.astype(np.float64)
-    for round_index in range(100):
-        for strategy in (REPRESENTATIVE, IMPORTANT):
-            want = min(targets[strategy] - taken[strategy], int(free.sum()))
-            if want <= 0:
-                continue
-            picked = (representative_step(want, cluster, distance, free, rng, k) if strategy == REPRESENTATIVE
-                      else importance_step(want, weight, free, rng))
-            free[picked] = False
-            origin[picked], round_of[picked] = strategy, round_index
-            taken[strategy] += len(picked)
-        if sum(taken.values()) >= budget or not free.any():
-            break
-    users = np.flatnonzero(~free)
-    frame = pd.DataFrame({"user_idx": users, "strategy": origin[users].astype(str), "cluster": cluster[users],
-                          "round": round_of[users]})
-    return frame, {"strategy": "adaptive", "budget": budget, "clusters": k, "kmeans_inertia": inertia,
-                   "rounds": int(round_of.max()) + 1, "by_strategy": taken}
+    representative = representative_order(cluster, distance, rng)[:count]
+    important = importance_order(interactions.astype(np.float64), count, rng)
+    users, from_first = interleave(representative, important, cfg.representative_share)
+    users, from_first = users[:count], from_first[:count]
+    frame = pd.DataFrame({"user_idx": users, "strategy": np.where(from_first, REPRESENTATIVE, IMPORTANT),
+                          "cluster": cluster[users], "rank": np.arange(count)})
+    taken = {REPRESENTATIVE: int(from_first.sum()), IMPORTANT: int(count - from_first.sum())}
+    return frame.sort_values("user_idx", ignore_index=True), {
+        "strategy": "adaptive", "seeds": count, "clusters": k, "kmeans_inertia": inertia, "by_strategy": taken}
 
 
 def sample_seeds(config: Config, workspace: Workspace) -> dict:
@@ -142,9 +138,9 @@ def sample_seeds(config: Config, workspace: Workspace) -> dict:
     users = pd.read_parquet(workspace.prepared / USERS, columns=["user_idx", "user_id", "n_interactions"])
     frame, summary = sample_seed_users(config.seeds, vectors, users["n_interactions"].to_numpy(), config.seed)
     frame = frame.merge(users, on="user_idx", how="left")[
-        ["user_idx", "user_id", "strategy", "cluster", "round", "n_interactions"]]
+        ["user_idx", "user_id", "strategy", "cluster", "rank", "n_interactions"]]
     write_table(frame, workspace.seeds)
-    summary.update(users=len(users), seeds=len(frame),
+    summary.update(users=len(users), budget=len(frame) / len(users),
                    mean_interactions_seeds=float(frame["n_interactions"].mean()),
                    mean_interactions_users=float(users["n_interactions"].mean()))
     write_json(workspace.file(SEEDS_SUMMARY), summary)

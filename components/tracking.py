@@ -129,7 +129,8 @@ def pool_context(workspace: Workspace) -> dict:
     summary = read_json(summary_path)
     context = {"llm_model": summary["model"], "template_version": summary["template_version"],
                "seeds": summary["seeds"], "seed_fraction": round(summary["seeds"] / max(summary["users"], 1), 4),
-               "llm_calls": 0 if summary.get("source") == "profile" else summary["seeds"], "llm_prompt_tokens": summary["prompt_tokens"],
+               "llm_calls": summary["calls"] + summary["cache_hits"],  # every answer the pool used, re-asks too
+               "llm_calls_paid": summary["calls"], "llm_prompt_tokens": summary["prompt_tokens"],
                "llm_completion_tokens": summary["completion_tokens"], "llm_seconds": summary["llm_seconds"],
                "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"],
                **{k: summary[k] for k in ("mean_grounding", "vacuous_share") if k in summary}}

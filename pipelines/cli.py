@@ -160,14 +160,22 @@ def seeds() -> None:
 
 
 @seeds.command("sample")
-@click.option("--budget", type=float, default=None, help="Seeds as a fraction of users (< 1) or a count (default 0.1).")
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Seeds as a fraction of users, in (0, 1] (default 0.1 = 10%).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Seeds as an absolute number (instead of --budget).")
 @click.option("--strategy", type=click.Choice(["adaptive", "random"]), default=None,
               help="adaptive: K-means + interaction-count importance (paper); random: the w/o a.s. ablation.")
 @click.pass_obj
-def seeds_sample(obj: _Context, budget: float | None, strategy: str | None) -> None:
-    """Sample seeds from the behaviour vectors into WORKSPACE/pool/seeds.parquet."""
-    summary = _run_step(obj, obj.config(seeds={k: v for k, v in {"budget": budget, "strategy": strategy}.items()
-                                               if v is not None}), "sample_seeds")
+def seeds_sample(obj: _Context, budget: float | None, count: int | None, strategy: str | None) -> None:
+    """Sample seeds from the behaviour vectors into WORKSPACE/pool/seeds.parquet.
+
+    The seeds of a smaller budget are always among those of a larger one (same data, encoder and
+    seed), so the rationales already generated for a large budget serve every smaller one."""
+    if budget is not None and count is not None:
+        raise click.UsageError("give --budget (a fraction) or --count (a number), not both")
+    size = {"budget": budget, "count": None} if budget is not None else {"count": count} if count else {}
+    summary = _run_step(obj, obj.config(seeds={**size, **({"strategy": strategy} if strategy else {})}),
+                        "sample_seeds")
     click.echo(f"{summary['seeds']:,} seeds of {summary['users']:,} users ({summary['strategy']}"
                f"{', K=' + str(summary['clusters']) if 'clusters' in summary else ''}); mean interactions "
                f"{summary['mean_interactions_seeds']:.1f} vs {summary['mean_interactions_users']:.1f} overall")
@@ -419,12 +427,15 @@ def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> N
 @click.pass_obj
 def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> None:
     """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
-    from pipelines.studies import seed_sweep
+    from pipelines.studies import seed_sweep, sweep_calls
 
     chosen = tuple(float(b) for b in _names(budgets, SWEEP_BUDGETS))
     frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
                        _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
     click.echo(frame.to_string(index=False))
+    calls = sweep_calls(frame)
+    click.echo(f"LLM calls paid: {calls['llm_calls_paid']:,} (nested seeds: each budget pays only for the seeds "
+               f"the smaller ones lacked); budgets that shared no seeds would pay {calls['llm_calls_unnested']:,}")
 
 
 @experiments.command("ablations")

@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import stats
 
 from components.config import BACKBONE_NAMES, SWEEP_BUDGETS, Config
-from components.data.tables import PreparedDataset
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
@@ -227,7 +226,8 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(results)
     extra = [c for c in frame.columns if c.startswith(("p_", "lift_"))]
     spread = [c for c in ("test_ndcg@10_sd", "test_hit@10_sd", "repeats") if c in frame]
-    keep = columns + spread + [c for c in ("seeds", "llm_calls", "llm_seconds", "label", "control") if c in frame] + \
+    keep = columns + spread + [c for c in ("seeds", "llm_calls", "llm_calls_paid", "llm_seconds", "label", "control")
+                               if c in frame] + \
         sorted(extra) + ["epochs", "best_epoch", "epoch_train_seconds"]
     return frame[keep]
 
@@ -247,11 +247,10 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, back
             baseline = tracked_cell(with_ranker(config, backbone=backbone, variant="item_text"), workspace, repeats,
                                     progress)
             results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
-                            "llm_calls": 0, "llm_seconds": 0.0})
-        users = PreparedDataset(workspace.prepared).n_users
-        for budget in budgets:  # fractions of users, as counts: seeds.budget reads 1.0 as "one seed"
-            seeds = {"budget": max(1, round(budget * users))}
-            derived, child = PoolVariant(f"budget-{budget:g}", {"seeds": seeds}).build(config, workspace, progress)
+                            "llm_calls": 0, "llm_calls_paid": 0, "llm_seconds": 0.0})
+        for budget in sorted(budgets):  # nested seeds: each budget pays only for the seeds the last one lacked
+            pool = PoolVariant(f"budget-{budget:g}", {"seeds": {"budget": budget, "count": None}})
+            derived, child = pool.build(config, workspace, progress)
             cost = _pool_cost(derived, child)
             for backbone in backbones:
                 result = tracked_cell(with_ranker(derived, backbone=backbone, variant="reland"), child, repeats,
@@ -262,10 +261,17 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, back
             rows = [r for r in results if r["backbone"] == backbone]
             compare(rows, next(r for r in rows if r["label"] == "+f_item"), per_user)
         frame = results_frame(results)
+        mlflow.log_metrics(sweep_calls(frame))
         paths = save_table(workspace, f"seed-sweep-{config.name}", frame) + [roi_plot(workspace, frame, config.name)]
         for path in paths:
             mlflow.log_artifact(str(path))
     return frame
+
+
+def sweep_calls(frame: pd.DataFrame) -> dict[str, int]:
+    """LLM calls the sweep paid, and what it would pay if its budgets shared no seeds (each pool's own calls)."""
+    pools = frame[frame["label"] != "+f_item"].drop_duplicates("label")
+    return {"llm_calls_paid": int(pools["llm_calls_paid"].sum()), "llm_calls_unnested": int(pools["llm_calls"].sum())}
 
 
 def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
@@ -360,7 +366,7 @@ def _pool_cost(config: Config, workspace: Workspace) -> dict:
     from components.tracking import pool_context
 
     context = pool_context(workspace) if fuses(config) else {}
-    return {k: context[k] for k in ("seeds", "llm_calls", "llm_seconds") if k in context}
+    return {k: context[k] for k in ("seeds", "llm_calls", "llm_calls_paid", "llm_seconds") if k in context}
 
 
 def roi_plot(workspace: Workspace, frame: pd.DataFrame, dataset: str) -> Path:

@@ -65,6 +65,25 @@ def test_crash_mid_generation_resumes_without_repeating_calls(seeded, monkeypatc
     assert rerun["ok"] == len(seeds) and rerun["per_user_inference"]["calls"] == rerun["users"]
 
 
+def test_nested_budgets_pay_the_llm_only_for_the_seeds_a_smaller_budget_lacked(tmp_path):
+    ws = Workspace(tmp_path)
+    small, large = config(), config()
+    small.seeds.budget, large.seeds.budget = 0.05, 0.1
+    prepare_data(large, ws, progress=False)
+    train_behaviour_encoder(large, ws, progress=False)
+    embed_users(large, ws, progress=False)
+    paid = []
+    with FakeOpenAI() as server:
+        for cfg in (small, large, small):
+            sample_seeds(cfg, ws)
+            llm = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": server.url})})
+            summary = generate_rationales(llm, ws, progress=False)
+            paid.append((summary["seeds"], summary["calls"], summary["cache_hits"]))
+    (n_small, _, _), (n_large, _, _), _ = paid
+    assert 0 < n_small < n_large
+    assert paid == [(n_small, n_small, 0), (n_large, n_large - n_small, n_small), (n_small, 0, n_small)]
+
+
 def test_http_backend_retries_5xx_and_timeouts():
     with FakeOpenAI() as server:
         backend = OpenAIBackend(server.url, "m", timeout_s=0.5, max_retries=3, backoff_s=0.01)
