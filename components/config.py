@@ -146,8 +146,20 @@ class LLMConfig(_Section):
     parse_retries: int = Field(1, ge=0, description="re-asks with a stricter instruction when the answer is malformed")
     resample_temperature: float = Field(0.7, ge=0, le=2, description="a vacuous answer (no catalogue term) is asked "
                                                                      "once more with this sampling temperature; 0: never")
-    usd_per_1k_prompt_tokens: float = Field(0.0005, ge=0, description="price for the cost estimate (gpt-3.5-turbo list)")
-    usd_per_1k_completion_tokens: float = Field(0.0015, ge=0)
+    price_by: Literal["auto", "tokens", "hours"] = Field("auto", description="the cost estimate: per token (a hosted "
+                                                        "API) or per accelerator-hour (your own model); auto: tokens for "
+                                                        "the openai backend, hours for the local one")
+    usd_per_1k_prompt_tokens: float = Field(0.0005, ge=0, description="price per 1k prompt tokens (gpt-3.5-turbo list)")
+    usd_per_1k_completion_tokens: float = Field(0.0015, ge=0, description="price per 1k completion tokens")
+    usd_per_accelerator_hour: float = Field(2.5, ge=0, description="price of one hour of the device the model runs on "
+                                                                  "(LLM-seconds / 3600 hours; an on-demand H100 ≈ $2-4)")
+
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float, llm_seconds: float) -> float:
+        """The estimated price of LLM work, by tokens or by accelerator-hours (``price_by``)."""
+        by = self.price_by if self.price_by != "auto" else "tokens" if self.backend == "openai" else "hours"
+        if by == "hours":
+            return llm_seconds / 3600 * self.usd_per_accelerator_hour
+        return prompt_tokens / 1000 * self.usd_per_1k_prompt_tokens + completion_tokens / 1000 * self.usd_per_1k_completion_tokens
 
 
 class PoolConfig(_Section):

@@ -333,7 +333,8 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
     write_table(frame, workspace.rationale_table)
     n_users = PreparedDataset(workspace.prepared).n_users
     tokens_in, tokens_out = int(frame["prompt_tokens"].sum()), int(frame["completion_tokens"].sum())
-    cost = tokens_in / 1000 * cfg.usd_per_1k_prompt_tokens + tokens_out / 1000 * cfg.usd_per_1k_completion_tokens
+    llm_seconds = float(frame["llm_seconds"].sum())
+    cost = cfg.cost_usd(tokens_in, tokens_out, llm_seconds)
     scale = n_users / max(len(frame), 1)
     parsed = frame[frame["status"] == "ok"]
     summary = {
@@ -343,10 +344,11 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
         **grounding_summary(parsed), "resampled": counters["resampled"],
         "calls": counters["calls"], "cache_hits": counters["cache_hits"], "wall_seconds": round(seconds, 2),
         "prompt_tokens": tokens_in, "completion_tokens": tokens_out,
-        "llm_seconds": round(float(frame["llm_seconds"].sum()), 2), "estimated_usd": round(cost, 4),
+        "llm_seconds": round(llm_seconds, 2), "accelerator_hours": round(llm_seconds / 3600, 4),
+        "estimated_usd": round(cost, 4),
         "per_user_inference": {"calls": n_users, "prompt_tokens": round(tokens_in * scale),
                                "completion_tokens": round(tokens_out * scale),
-                               "llm_seconds": round(float(frame["llm_seconds"].sum()) * scale, 1),
+                               "llm_seconds": round(llm_seconds * scale, 1),
                                "estimated_usd": round(cost * scale, 4)}}
     write_json(workspace.rationale_summary, summary)
     return summary

@@ -132,6 +132,7 @@ def pool_context(workspace: Workspace) -> dict:
                "llm_calls": summary["calls"] + summary["cache_hits"],  # every answer the pool used, re-asks too
                "llm_calls_paid": summary["calls"], "llm_prompt_tokens": summary["prompt_tokens"],
                "llm_completion_tokens": summary["completion_tokens"], "llm_seconds": summary["llm_seconds"],
+               "accelerator_hours": summary["llm_seconds"] / 3600,
                "llm_usd": summary["estimated_usd"], "rationales_ok": summary["ok"],
                **{k: summary[k] for k in ("mean_grounding", "vacuous_share") if k in summary}}
     current = workspace.pool_pointer

@@ -438,6 +438,38 @@ def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> Non
                f"the smaller ones lacked); budgets that shared no seeds would pay {calls['llm_calls_unnested']:,}")
 
 
+@experiments.command("recommend-budget")
+@click.option("--backbone", type=click.Choice(BACKBONE_NAMES), default="sasrec", show_default=True)
+@click.option("--value-per-point", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="What one percentage point of NDCG@10 lift over +f_item is worth to you, in $.")
+@click.option("--users", type=click.IntRange(min=1), default=None,
+              help="Your user count: the pool's cost is scaled to it (default: the sweep's users).")
+@click.option("--log-x", is_flag=True, help="Logarithmic cost axis in the PNG plot.")
+@click.pass_obj
+def experiments_recommend_budget(obj: _Context, backbone: str, value_per_point: float, users: int | None,
+                                 log_x: bool) -> None:
+    """The seed budget that maximises value: fit lift = a(1 - e^(-b x)) (or a power law) to the sweep,
+    subtract the pool's cost at your scale, and give the best budget with a 90% range.
+
+    Assumes the sweep's lift carries over to your data and the pool's cost grows linearly with the
+    seeds. Logged to the sweep's MLflow experiment with the plots."""
+    from pipelines.studies import sweep_recommendation
+
+    r = sweep_recommendation(obj.config(), obj.workspace, backbone, value_per_point, users, log_x)
+    if r["budget"] == 0:
+        click.echo(f"{backbone}: no budget pays at ${value_per_point:,.0f} per lift point (fitted {r['curve']} curve, "
+                   f"lift at 100% {r['lift_at_full_budget_points']:+.2f} points)")
+    else:
+        click.echo(f"{backbone}: recommended budget {r['budget']:.2%} (90% range {r['budget_low']:.2%}-"
+                   f"{r['budget_high']:.2%}), expected lift {r['expected_lift_points']:+.2f} points of NDCG@10, "
+                   f"net ${r['net_value_usd']:,.2f} ({r['curve']} curve)")
+    click.echo(f"for {r['users']:,} users: {r['seeds']:,} seeds, {r.get('pool_calls', 0):,.0f} LLM calls, "
+               f"{r.get('pool_accelerator_hours', 0):,.2f} accelerator-hours, ${r.get('pool_usd', 0):,.2f}; "
+               f"asking every user would cost ${r.get('per_user_inference_usd', 0):,.2f} "
+               f"({r.get('per_user_inference_calls', 0):,.0f} calls)")
+    click.echo("plots: " + ", ".join(r["plots"]))
+
+
 @experiments.command("ablations")
 @_experiment_options
 @click.pass_obj

@@ -22,6 +22,7 @@ from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
                                  registered_model_name, start_run, use_experiment)
 from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, read_json
+from pipelines.roi import budget_table, recommend_budget, roi_html, roi_plot
 
 # What a process loading the registered model needs: the platform (its classes) and its torch.
 SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
@@ -120,16 +121,28 @@ def paired_p_value(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: s
     return float(stats.ttest_rel(x, y).pvalue)
 
 
+def lift_interval(a: dict[str, np.ndarray], b: dict[str, np.ndarray], metric: str) -> tuple[float, float]:
+    """95% interval of a's relative lift over b, from the paired per-user differences."""
+    common, ia, ib = np.intersect1d(a["users"], b["users"], return_indices=True)
+    x, y = a[metric][ia], b[metric][ib]
+    if len(common) < 2 or not y.mean():
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(common) - 1) * (x - y).std(ddof=1) / np.sqrt(len(common))
+    return float(((x - y).mean() - half) / y.mean()), float(((x - y).mean() + half) / y.mean())
+
+
 def compare(rows: list[dict], reference: dict, per_user: dict[str, dict]) -> None:
-    """Add each row's p-values and lift against ``reference`` (in place)."""
+    """Add each row's p-values, lift and the lift's 95% interval against ``reference`` (in place)."""
     base = per_user[reference["key"]]
     for row in rows:
         if row is reference:
             continue
         for metric in METRICS:
-            row[f"p_{metric}_vs_{reference['variant']}"] = paired_p_value(per_user[row["key"]], base, metric)
-            row[f"lift_{metric}_vs_{reference['variant']}"] = (row[f"test_{metric}"] / reference[f"test_{metric}"] - 1
-                                                               if reference[f"test_{metric}"] else float("nan"))
+            name = f"{metric}_vs_{reference['variant']}"
+            row[f"p_{name}"] = paired_p_value(per_user[row["key"]], base, metric)
+            row[f"lift_{name}"] = (row[f"test_{metric}"] / reference[f"test_{metric}"] - 1
+                                   if reference[f"test_{metric}"] else float("nan"))
+            row[f"lift_{name}_low"], row[f"lift_{name}_high"] = lift_interval(per_user[row["key"]], base, metric)
 
 
 def save_table(workspace: Workspace, name: str, frame: pd.DataFrame) -> list[Path]:
@@ -226,8 +239,7 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(results)
     extra = [c for c in frame.columns if c.startswith(("p_", "lift_"))]
     spread = [c for c in ("test_ndcg@10_sd", "test_hit@10_sd", "repeats") if c in frame]
-    keep = columns + spread + [c for c in ("seeds", "llm_calls", "llm_calls_paid", "llm_seconds", "label", "control")
-                               if c in frame] + \
+    keep = columns + spread + [c for c in ("budget", *POOL_COST, "label", "control") if c in frame] + \
         sorted(extra) + ["epochs", "best_epoch", "epoch_train_seconds"]
     return frame[keep]
 
@@ -246,8 +258,8 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, back
         for backbone in backbones:
             baseline = tracked_cell(with_ranker(config, backbone=backbone, variant="item_text"), workspace, repeats,
                                     progress)
-            results.append({**baseline, "key": f"{backbone}-baseline", "label": "+f_item", "seeds": 0,
-                            "llm_calls": 0, "llm_calls_paid": 0, "llm_seconds": 0.0})
+            results.append({**baseline, **dict.fromkeys(POOL_COST, 0), "key": f"{backbone}-baseline",
+                            "label": "+f_item", "budget": 0.0})
         for budget in sorted(budgets):  # nested seeds: each budget pays only for the seeds the last one lacked
             pool = PoolVariant(f"budget-{budget:g}", {"seeds": {"budget": budget, "count": None}})
             derived, child = pool.build(config, workspace, progress)
@@ -255,17 +267,63 @@ def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, back
             for backbone in backbones:
                 result = tracked_cell(with_ranker(derived, backbone=backbone, variant="reland"), child, repeats,
                                       progress, label=f"{backbone}-reland-{budget:g}")
-                results.append({**result, **cost, "key": f"{backbone}-{budget:g}", "label": f"{budget:g}"})
+                results.append({**result, **cost, "key": f"{backbone}-{budget:g}", "label": f"{budget:g}",
+                                "budget": budget})
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]
             compare(rows, next(r for r in rows if r["label"] == "+f_item"), per_user)
         frame = results_frame(results)
-        mlflow.log_metrics(sweep_calls(frame))
-        paths = save_table(workspace, f"seed-sweep-{config.name}", frame) + [roi_plot(workspace, frame, config.name)]
+        log_sweep(frame)
+        name = f"seed-sweep-{config.name}"
+        paths = save_table(workspace, name, frame)
+        for backbone in backbones:
+            table = budget_table(frame, backbone)
+            paths += [roi_plot(table, workspace.studies / f"roi-{config.name}-{backbone}.png"),
+                      roi_html(table, workspace.studies / f"roi-{config.name}-{backbone}.html")]
         for path in paths:
             mlflow.log_artifact(str(path))
     return frame
+
+
+def log_sweep(frame: pd.DataFrame) -> None:
+    """The sweep in MLflow: its calls, a table artefact, and per-budget metrics with the budget in basis
+    points (1% = 100) as the step, so MLflow's charts draw lift and cost against the budget."""
+    import mlflow
+
+    mlflow.log_metrics(sweep_calls(frame))
+    mlflow.log_table(frame, artifact_file="seed_sweep_table.json")
+    for _, row in frame[frame["label"] != "+f_item"].iterrows():
+        step = int(round(row["budget"] * 10_000))
+        prefix = row["backbone"]
+        mlflow.log_metrics(metric_names({f"{prefix}_test_ndcg@10": row["test_ndcg@10"], f"{prefix}_test_hit@10": row["test_hit@10"],
+                                         f"{prefix}_lift_ndcg@10": row["lift_ndcg@10_vs_item_text"],
+                                         **{k: row[k] for k in POOL_COST}}), step=step)
+
+
+def sweep_recommendation(config: Config, workspace: Workspace, backbone: str, value_per_point: float,
+                         users: int | None = None, log_x: bool = False) -> dict:
+    """The recommended seed budget from the workspace's sweep table, logged to the sweep's MLflow
+    experiment with the plots (recommendation marked) as artefacts."""
+    import mlflow
+
+    name = f"seed-sweep-{config.name}"
+    source = workspace.studies / f"{name}.csv"
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no sweep table; run 'reland experiments sweep' first")
+    sweep = pd.read_csv(source)
+    result = recommend_budget(sweep, backbone, value_per_point, users)
+    table = budget_table(sweep, backbone)
+    stem = workspace.studies / f"roi-{config.name}-{backbone}-recommended"
+    paths = [roi_plot(table, stem.with_suffix(".png"), result, log_x), roi_html(table, stem.with_suffix(".html"), result)]
+    use_experiment(workspace, name)
+    with start_run(run_name=f"recommend-budget {backbone}"):
+        mlflow.log_params({"backbone": backbone, "value_per_point": value_per_point, "users": result["users"],
+                           "curve": result["curve"], "sweep_table": source.name})
+        mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and np.isfinite(v)})
+        for path in paths:
+            mlflow.log_artifact(str(path))
+    return {**result, "plots": [str(p) for p in paths]}
 
 
 def sweep_calls(frame: pd.DataFrame) -> dict[str, int]:
@@ -360,44 +418,18 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
     return frame
 
 
+# What a pool cost, as a cell's columns (from the rationale step's record)
+POOL_COST = ("seeds", "llm_calls", "llm_calls_paid", "llm_prompt_tokens", "llm_completion_tokens", "llm_seconds",
+             "accelerator_hours", "llm_usd")
+
+
 def _pool_cost(config: Config, workspace: Workspace) -> dict:
     """Seeds and LLM cost behind a cell; none for a variant that fuses nothing from the pool."""
     from components.ranker import fuses
     from components.tracking import pool_context
 
     context = pool_context(workspace) if fuses(config) else {}
-    return {k: context[k] for k in ("seeds", "llm_calls", "llm_calls_paid", "llm_seconds") if k in context}
-
-
-def roi_plot(workspace: Workspace, frame: pd.DataFrame, dataset: str) -> Path:
-    """NDCG@10 against LLM-seconds per backbone, with each backbone's +f_item baseline as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 4))
-    for backbone, rows in frame.groupby("backbone"):
-        baseline = rows[rows["label"] == "+f_item"]
-        points = rows[rows["label"] != "+f_item"].sort_values("llm_seconds")
-        line, = axis.plot(points["llm_seconds"], points["test_ndcg@10"], marker="o", label=f"{backbone} RELAND")
-        for _, point in points.iterrows():
-            axis.annotate(f"{float(point['label']):.1%}", (point["llm_seconds"], point["test_ndcg@10"]), fontsize=7,
-                          xytext=(3, 3), textcoords="offset points")
-        if len(baseline):
-            axis.axhline(float(baseline["test_ndcg@10"].iloc[0]), color=line.get_color(), linestyle="--",
-                         label=f"{backbone} +f_item (no LLM)")
-    axis.set_xscale("symlog")
-    axis.set_xlabel("LLM seconds for the pool (seed budget annotated)")
-    axis.set_ylabel("test NDCG@10")
-    axis.set_title(f"RELAND quality vs LLM cost ({dataset})")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    target = workspace.studies / f"roi-{dataset}.png"
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return target
+    return {k: context[k] for k in POOL_COST if k in context}
 
 
 def register_ranker(config: Config, workspace: Workspace) -> str:

@@ -103,7 +103,26 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert backbones.is_symlink() and not os.path.isabs(os.readlink(backbones)), "shared, and movable"
     fused = json.loads((backbones.parent / "lightgcn-reland" / "metrics.json").read_text())
     assert fused["backbone_run"]["reused"], "the control's fusion sits on the +f_item backbone already trained"
+    sweep_pays_no_call_below_the_budget_already_built(workspace, config)
     moved_workspace_keeps_working(workspace, tmp_path / "moved", config)
+
+
+def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: Path) -> None:
+    """Seeds are nested, so a sweep up to the main job's budget (0.25) is answered from its cache;
+    its table then gives a budget recommendation with plots."""
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config",
+                               str(config), "experiments", *args], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    sweep = cli("sweep", "--backbones", "lightgcn", "--budgets", "0.1,0.25", "--epochs", "1")
+    paid, unnested = (int(n.replace(",", "")) for n in re.search(r"LLM calls paid: ([\d,]+) .* would pay ([\d,]+)",
+                                                                 sweep).group(1, 2))
+    assert paid == 0 and unnested > 0, sweep
+    advice = cli("recommend-budget", "--backbone", "lightgcn", "--value-per-point", "100")
+    assert re.search(r"for [\d,]+ users: [\d,]+ seeds", advice) and "lightgcn-recommended.html" in advice, advice
 
 
 def moved_workspace_keeps_working(original: Path, moved: Path, config: Path) -> None:
