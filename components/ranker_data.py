@@ -165,13 +165,20 @@ def historical_features(workspace: Workspace, features: FeaturesConfig, referenc
 
     Raises naming the view when any key has no row at or before its timestamp (within the TTL).
     """
+    from feast.errors import FeatureViewNotFoundException
+
     from feature_repo import ENTITY_KEYS, feature_store
 
     view, field = reference.split(":")
     key = ENTITY_KEYS[view]
     entity = pd.DataFrame({key: keys.astype(str).to_numpy(), "event_timestamp": as_of})
     entity["_row"] = np.arange(len(entity))
-    frame = feature_store(workspace, features).get_historical_features(entity_df=entity, features=[reference]).to_df()
+    store = feature_store(workspace, features)
+    try:
+        frame = store.get_historical_features(entity_df=entity, features=[reference]).to_df()
+    except FeatureViewNotFoundException:
+        raise FileNotFoundError(f"{workspace.root}: feature view '{view}' is not registered in the workspace's Feast "
+                                "repo; run 'reland features apply' (or 'reland run') first") from None
     # The file offline store drops entity rows it has no feature row for: reindex to find them.
     values = frame.set_index("_row")[field].reindex(np.arange(len(entity)))
     missing = values.isna().to_numpy()

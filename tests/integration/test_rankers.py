@@ -122,6 +122,13 @@ def test_training_features_are_point_in_time(tmp_path):
         historical_features(ws, cfg, reference, users, day1 - timedelta(hours=1))
 
 
+def test_training_before_the_features_are_applied_says_which_command_to_run(tmp_path):
+    ws = Workspace(tmp_path)
+    prepare_data(config(), ws, progress=False)
+    with pytest.raises(FileNotFoundError, match="feature view 'item_text_embedding' is not registered.*features apply"):
+        train_ranker(config(backbone="lightgcn", variant="item_text"), ws, progress=False)
+
+
 def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
     import mlflow
 
