@@ -66,10 +66,12 @@ class OnlineFeatures:
             raise ValueError(f"feature service '{FEATURE_SERVICE}' is not registered in {workspace.root / 'features'}; "
                              "run 'reland features apply' and 'reland features materialise'") from None
 
-    def get(self, user_ids: list[str]) -> dict[str, list]:
-        """The ranker's features for ``user_ids``; unknown users come back as None."""
+    def get(self, user_ids: list[str], timestamps: bool = False) -> dict[str, list]:
+        """The ranker's features for ``user_ids``; unknown users come back as None.  With ``timestamps``,
+        each feature's event time too (``<feature>__ts``, seconds since the epoch)."""
         rows = [{"user_id": u} for u in user_ids]
-        return self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
+        return self.store.get_online_features(features=self.service, entity_rows=rows).to_dict(
+            include_event_timestamps=timestamps)
 
 
 def online_features(workspace: Workspace, user_ids: list[str], features: FeaturesConfig | None = None) -> dict[str, list]:

@@ -34,6 +34,13 @@ def registered_model_name(config: Config) -> str:
     return f"reland-ranker-{config.name}"
 
 
+CHAMPION = "champion"  # the registry alias of the version a ranking service serves
+
+
+def served_model_uri(config: Config) -> str:
+    return f"models:/{registered_model_name(config)}@{CHAMPION}"
+
+
 def tracking_uri(workspace: Workspace) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.file(MLFLOW_STORE)}"
 
@@ -183,7 +190,7 @@ def train_and_track(config: Config, workspace: Workspace, progress: bool = True)
         mlflow.log_params({**ranker_params(config, workspace), "reused": False})
         result = train_ranker(config, workspace, progress, on_epoch=log_epoch)
         log_ranker_run(config, workspace, result, workspace.ranker(config.ranker.run_name) / RANKER_METRICS)
-    return result
+        return {**result, "mlflow_run_id": mlflow.active_run().info.run_id}  # where a registered version points
 
 
 def log_epoch(row: dict, epoch: int) -> None:

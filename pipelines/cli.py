@@ -559,7 +559,7 @@ def pipelines_submit(obj: _Context, host: str, cluster_workspace: str, no_schedu
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--model-uri", default=None, help="MLflow model URI (default: models:/reland-ranker-<dataset>/latest).")
+@click.option("--model-uri", default=None, help="MLflow model URI (default: models:/reland-ranker-<dataset>@champion, the alias registration sets).")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int, model_uri: str | None) -> None:
     """Start the ranking service: POST /rank, GET /health, GET /ready (docs at /docs)."""

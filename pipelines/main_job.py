@@ -9,7 +9,7 @@ import pandas as pd
 from components.config import Config
 from components.features import online_features
 from components.steps import STEPS, record_name, run_step, step_record
-from components.tracking import registered_model_name, tracking_uri, use_experiment
+from components.tracking import served_model_uri, tracking_uri, use_experiment
 from components.workspace import RUN_SUMMARY, Workspace, write_json
 
 
@@ -126,11 +126,11 @@ def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspa
     """Register the ranker with the better validation NDCG@10 (again only if a ranker was retrained)."""
     from pipelines.studies import register_ranker
 
-    name = registered_model_name(next(iter(rankers.values())))
+    served = served_model_uri(next(iter(rankers.values())))
     fresh = any(step_record(c, workspace, "train_ranker")["finished_at"] >= started_at for c in rankers.values())
     if not fresh and (workspace.root / "mlflow").exists():
-        return f"models:/{name}/latest"
+        return served
     best = max(rankers.values(), key=lambda c: results[record_name(c, "train_ranker")]["best_valid_ndcg@10"])
     use_experiment(workspace, f"rankers-{best.name}")
-    register_ranker(best, workspace)
-    return f"models:/{name}/latest"
+    register_ranker(best, workspace, results[record_name(best, "train_ranker")]["mlflow_run_id"])
+    return served

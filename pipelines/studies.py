@@ -19,8 +19,8 @@ from scipy import stats
 from components.config import BACKBONE_NAMES, SWEEP_BUDGETS, Config
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
-from components.tracking import (control_label, log_epoch, log_ranker_run, metric_names, ranker_params,
-                                 registered_model_name, start_run, use_experiment)
+from components.tracking import (CHAMPION, control_label, data_hash, log_epoch, log_ranker_run, metric_names,
+                                 ranker_params, registered_model_name, start_run, use_experiment)
 from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, read_json
 from pipelines.roi import budget_table, recommend_budget, roi_html, roi_plot
 
@@ -51,6 +51,7 @@ def tracked_ranker(config: Config, workspace: Workspace, progress: bool = True, 
             for row in saved["curve"]:
                 log_epoch(row, row["epoch"])
             log_ranker_run(config, workspace, result, folder / RANKER_METRICS)
+            result["mlflow_run_id"] = mlflow.active_run().info.run_id
         else:
             result, _ = run_step(config, workspace, "train_ranker", progress, force=True)
         return {**result, "workspace": str(workspace.root)}
@@ -196,7 +197,8 @@ def table2(config: Config, workspace: Workspace, backbones=BACKBONE_NAMES, varia
             mlflow.log_artifact(str(path))
         if register:
             best = max(results, key=lambda r: r["best_valid_ndcg@10"])
-            register_ranker(with_ranker(config, backbone=best["backbone"], variant=best["variant"]), workspace)
+            register_ranker(with_ranker(config, backbone=best["backbone"], variant=best["variant"]), workspace,
+                            best["mlflow_run_id"])
     return frame
 
 
@@ -432,21 +434,34 @@ def _pool_cost(config: Config, workspace: Workspace) -> dict:
     return {k: context[k] for k in POOL_COST if k in context}
 
 
-def register_ranker(config: Config, workspace: Workspace) -> str:
-    """Log a trained ranker with its input signature and register it as ``reland-ranker-<dataset>``."""
+def register_ranker(config: Config, workspace: Workspace, run_id: str) -> str:
+    """Log a trained ranker into the MLflow run that trained it (``run_id``, which holds its metrics),
+    register it as ``reland-ranker-<dataset>`` with tags and a description, and point the
+    ``champion`` alias, which the ranking service serves, at the new version."""
     import mlflow
     from mlflow.models import infer_signature
 
     from components.ranker import load_ranker, serving_example
+    from components.tracking import pool_context
 
     model = load_ranker(config, workspace)
     example = serving_example(model)
     signature = infer_signature(example.numpy(), model(example).detach().numpy())
     name = registered_model_name(config)
-    with start_run(run_name=f"register {config.ranker.run_name}", nested=True):
-        mlflow.log_params({"ranker": config.ranker.run_name, "backbone": config.ranker.backbone,
-                           "variant": config.ranker.variant})
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
                                         serialization_format="pickle",  # pt2 export needs torch >= 2.4
                                         pip_requirements=SERVING_REQUIREMENTS)  # inference would import-scan
-    return info.model_uri
+    pool = pool_context(workspace) if model.fusion is not None else {}
+    tags = {"backbone": config.ranker.backbone, "variant": config.ranker.variant, "data_hash": data_hash(workspace),
+            "pool_version": str(pool.get("pool_version", "none")), "rationale_template": pool.get("template_version", "none")}
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=(
+        f"{config.ranker.backbone} {config.ranker.variant} on {config.name}, chosen by validation NDCG@10; "
+        f"trained in run {run_id}"))
+    client.update_registered_model(name, description=f"RELAND rankers for {config.name}; the '{CHAMPION}' alias is served")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return f"models:/{name}/{version}"

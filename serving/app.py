@@ -11,25 +11,39 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from components.config import Config
 from components.data.tables import SPLIT_COLUMN, VALID, PreparedDataset
 from components.features import OnlineFeatures
-from components.tracking import registered_model_name
+from components.tracking import served_model_uri
 from components.workspace import Workspace
 from models.recommenders import Recommender, serving_rows
 
 
 class RankRequest(BaseModel):
     user_id: str = Field(..., min_length=1, description="the user's raw id")
-    candidates: list[str] = Field(..., min_length=1, max_length=10_000, description="raw item ids to rank")
+    candidates: list[str] = Field(..., min_length=1, max_length=10_000,
+                                  description="raw item ids to rank, each once (a repeated id is rejected with 422)")
     k: int = Field(10, ge=1, le=1000, description="items to return")
+
+    @field_validator("candidates")
+    @classmethod
+    def _each_candidate_once(cls, candidates: list[str]) -> list[str]:
+        seen, repeated = set(), []
+        for item in candidates:
+            if item in seen and item not in repeated:
+                repeated.append(item)
+            seen.add(item)
+        if repeated:
+            raise ValueError(f"candidates repeat {len(repeated)} id(s), first {repeated[0]!r}: send each id once")
+        return candidates
 
 
 class RankedItem(BaseModel):
@@ -41,12 +55,18 @@ class RankResponse(BaseModel):
     user_id: str
     items: list[RankedItem]
     cold_start: bool = Field(description="no online features for this user: ranked by popularity")
-    explanation: str | None = Field(None, description="Step 1 of the rationale of the user's most similar seed")
+    explanation: str | None = Field(None, description="Step 1 of the rationale of the user's most similar seed; "
+                                                      "only from a model that fuses rationales")
     seed_user_id: str | None = None
     similarity: float | None = None
     pool_version: int | None = None
+    feature_timestamp: datetime | None = Field(None, description="event time of the user's rationale feature row")
+    feature_age_s: float | None = Field(None, description="seconds since that event time")
     unknown_items: list[str] = []
-    model: str
+    model: str = Field(description="the MLflow model URI the service loaded")
+    model_name: str | None = None
+    model_version: str | None = None
+    model_alias: str | None = None
     latency_ms: float
 
 
@@ -84,6 +104,7 @@ class Ranker:
         open_tracking(workspace)
         self.model: Recommender = mlflow.pytorch.load_model(model_uri).eval()
         self.model_uri = model_uri
+        self.version = registry_version(model_uri)
         self.catalogue = Catalogue.load(PreparedDataset(workspace.prepared), SPLIT_COLUMN[self.model.family])
         self.features = OnlineFeatures(workspace, config.features)
         self.workspace = workspace
@@ -102,7 +123,7 @@ class Ranker:
         known = [c for c in request.candidates if c in self.catalogue.items]
         unknown = [c for c in request.candidates if c not in self.catalogue.items]
         indices = np.array([self.catalogue.items[c] for c in known], np.int64)
-        row = {k: v[0] for k, v in self.features.get([request.user_id]).items()}
+        row = {k: v[0] for k, v in self.features.get([request.user_id], timestamps=True).items()}
         user = self.catalogue.users.get(request.user_id)
         cold = user is None or row.get("rationale_embedding") is None
         if cold:
@@ -115,16 +136,34 @@ class Ranker:
             scores = self.model(serving_rows(torch.tensor([user]), sequence, rationale))[0].numpy()[indices]
         order = np.argsort(-scores, kind="stable")[: request.k]
         version = None if cold else int(row["pool_version"])
+        explained = not cold and self.model.fusion is not None
+        stamp = None if cold else datetime.fromtimestamp(row["rationale_embedding__ts"], timezone.utc)
         return RankResponse(
             user_id=request.user_id, items=[RankedItem(item_id=known[i], score=float(scores[i])) for i in order],
-            cold_start=cold, explanation=None if cold else self.explanations(version).get(str(row["seed_user_id"])),
+            cold_start=cold, explanation=self.explanations(version).get(str(row["seed_user_id"])) if explained else None,
             seed_user_id=None if cold else row["seed_user_id"], similarity=None if cold else float(row["similarity"]),
-            pool_version=version, unknown_items=unknown, model=self.model_uri,
+            pool_version=version, feature_timestamp=stamp,
+            feature_age_s=None if cold else round((datetime.now(timezone.utc) - stamp).total_seconds(), 1),
+            unknown_items=unknown, model=self.model_uri, **self.version,
             latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
 
-def default_model_uri(config: Config) -> str:
-    return f"models:/{registered_model_name(config)}/latest"
+def registry_version(model_uri: str) -> dict[str, str | None]:
+    """Registered name, version and alias behind a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI."""
+    import mlflow
+
+    reference = model_uri[len("models:/"):] if model_uri.startswith("models:/") else ""
+    if "@" not in reference and "/" not in reference:  # a run's or a logged model's URI: not in the registry
+        return {"model_name": None, "model_version": None, "model_alias": None}
+    client = mlflow.MlflowClient()
+    name, alias = reference.partition("@")[::2]
+    if alias:
+        return {"model_name": name, "model_version": str(client.get_model_version_by_alias(name, alias).version),
+                "model_alias": alias}
+    name, _, version = name.partition("/")
+    if version == "latest":
+        version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    return {"model_name": name, "model_version": str(version), "model_alias": None}
 
 
 def create_app(workspace: Workspace, config: Config, model_uri: str | None = None) -> FastAPI:
@@ -134,13 +173,15 @@ def create_app(workspace: Workspace, config: Config, model_uri: str | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         try:
-            state["ranker"] = Ranker(workspace, config, model_uri or default_model_uri(config))
+            state["ranker"] = Ranker(workspace, config, model_uri or served_model_uri(config))
         except Exception as exc:  # the service stays up and says why it is not ready
             state["error"] = f"{type(exc).__name__}: {exc}"
         yield
 
-    app = FastAPI(title="RELAND ranking service", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="RELAND ranking service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Ranks candidate items for a user with the registered ranker and Feast features.")
+    app.state.workspace = workspace
+    serve_swagger_offline(app)
 
     @app.get("/health")
     def health() -> dict:
@@ -151,7 +192,7 @@ def create_app(workspace: Workspace, config: Config, model_uri: str | None = Non
         if "ranker" not in state:
             raise HTTPException(503, detail=state.get("error", "loading"))
         ranker = state["ranker"]
-        return {"status": "ready", "model": ranker.model_uri, "items": len(ranker.catalogue.items),
+        return {"status": "ready", "model": ranker.model_uri, **ranker.version, "items": len(ranker.catalogue.items),
                 "users": len(ranker.catalogue.users)}
 
     @app.post("/rank", response_model=RankResponse)
@@ -161,3 +202,20 @@ def create_app(workspace: Workspace, config: Config, model_uri: str | None = Non
         return state["ranker"].rank(request)
 
     return app
+
+
+def serve_swagger_offline(app: FastAPI) -> None:
+    """``/docs`` from the Swagger UI assets shipped in the swagger-ui-bundle package (FastAPI's
+    self-hosting recipe), so the page works where no CDN is reachable."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")

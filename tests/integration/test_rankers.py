@@ -142,7 +142,15 @@ def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
     assert (trained["params.data_hash"].str.len() == 16).all()
     history = mlflow.MlflowClient().get_metric_history(trained["run_id"].iloc[0], "valid_ndcg_at_10")
     assert [m.step for m in history] == [0]
-    model = mlflow.pyfunc.load_model("models:/reland-ranker-synthetic/latest")
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("reland-ranker-synthetic", "champion")
+    source = trained[trained["run_id"] == champion.run_id]
+    assert len(source) == 1, "the registered version points at the run that trained it, with its metrics"
+    best = frame.loc[frame["best_valid_ndcg@10"].idxmax()] if "best_valid_ndcg@10" in frame else None
+    assert champion.tags["backbone"] == source["params.ranker.backbone"].iloc[0]
+    assert {"variant", "data_hash", "pool_version", "rationale_template"} <= set(champion.tags) and champion.description
+    assert best is None or (best["backbone"], best["variant"]) == (champion.tags["backbone"], champion.tags["variant"])
+    model = mlflow.pyfunc.load_model("models:/reland-ranker-synthetic@champion")
     inputs = model.metadata.get_input_schema().input_types()
     assert len(inputs) == 1
     width = model.metadata.get_input_schema().inputs[0].shape[1]

@@ -32,7 +32,8 @@ def test_ready_and_rank_with_explanation(service):
     client, data = service
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and ready["model"] == "models:/reland-ranker-synthetic/latest"
+    assert ready["status"] == "ready" and ready["model"] == "models:/reland-ranker-synthetic@champion"
+    assert (ready["model_name"], ready["model_version"], ready["model_alias"]) == ("reland-ranker-synthetic", "1", "champion")
     user = str(data.users()["user_id"].iloc[0])
     candidates = data.items()["item_id"].astype(str).tolist()[:100]
     answer = client.post("/rank", json={"user_id": user, "candidates": candidates + ["no-such-item"], "k": 5}).json()
@@ -41,6 +42,37 @@ def test_ready_and_rank_with_explanation(service):
     assert {item["item_id"] for item in answer["items"]} <= set(candidates)
     assert not answer["cold_start"] and answer["explanation"] == "s" and answer["seed_user_id"].startswith("seed")
     assert answer["pool_version"] == 1 and answer["unknown_items"] == ["no-such-item"]
+    assert (answer["model_version"], answer["model_alias"]) == ("1", "champion")
+    written = pd.Timestamp(answer["feature_timestamp"])
+    assert abs((pd.Timestamp.now(tz="UTC") - written).total_seconds() - 3600) < 120  # written an hour ago
+    assert 3000 < answer["feature_age_s"] < 4000
+
+
+def test_a_model_without_rationale_fusion_gives_no_explanation(service):
+    import mlflow
+
+    from components.ranker import load_ranker, train_ranker
+
+    client, data = service
+    ws = client.app.state.workspace
+    train_ranker(config(backbone="sasrec", variant="item_text"), ws, progress=False)
+    with mlflow.start_run(run_name="item_text, unregistered"):
+        uri = mlflow.pytorch.log_model(load_ranker(config(backbone="sasrec", variant="item_text"), ws), name="model",
+                                       serialization_format="pickle", pip_requirements=["torch==2.2.1"]).model_uri
+    with TestClient(create_app(ws, config(), model_uri=uri)) as plain:
+        ready = plain.get("/ready").json()
+        assert ready["model"] == uri and ready["model_version"] is None
+        user = str(data.users()["user_id"].iloc[0])
+        answer = plain.post("/rank", json={"user_id": user, "candidates": data.items()["item_id"].astype(str).tolist()[:20]})
+        assert answer.status_code == 200 and not answer.json()["cold_start"]
+        assert answer.json()["explanation"] is None, "a model that ignores rationales explains nothing"
+
+
+def test_docs_are_served_without_a_network(service):
+    client, _ = service
+    page = client.get("/docs").text
+    assert "/static/swagger/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
 
 
 def test_unknown_user_takes_the_cold_start_path(service):
@@ -58,7 +90,8 @@ def test_unknown_user_takes_the_cold_start_path(service):
 @pytest.mark.parametrize("body, field", [({"user_id": "u", "candidates": ["a"], "k": 0}, "k"),
                                           ({"user_id": "u", "k": 3}, "candidates"),
                                           ({"user_id": "", "candidates": ["a"]}, "user_id"),
-                                          ({"user_id": "u", "candidates": [], "k": 3}, "candidates")])
+                                          ({"user_id": "u", "candidates": [], "k": 3}, "candidates"),
+                                          ({"user_id": "u", "candidates": ["a", "b", "a"]}, "candidates")])
 def test_malformed_requests_get_422_naming_the_field(service, body, field):
     client, _ = service
     response = client.post("/rank", json=body)
