@@ -41,16 +41,21 @@ def served_model_uri(config: Config) -> str:
     return f"models:/{registered_model_name(config)}@{CHAMPION}"
 
 
+# The user's MLflow server, read once at import: mlflow.set_tracking_uri() writes this variable itself,
+# so read later it would name the store of the first workspace this process opened, not the user's.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(workspace: Workspace) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace.file(MLFLOW_STORE)}"
+    return USER_TRACKING_URI or f"sqlite:///{workspace.file(MLFLOW_STORE)}"
 
 
 def open_tracking(workspace: Workspace) -> str:
-    """Point MLflow at the workspace's store (or ``MLFLOW_TRACKING_URI``), relocated first if the
-    workspace was moved or copied since the store last ran: see :func:`relocate_store`."""
+    """Point MLflow at the workspace's store (or the user's ``MLFLOW_TRACKING_URI``), relocated first
+    if the workspace was moved or copied since the store last ran: see :func:`relocate_store`."""
     import mlflow
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not USER_TRACKING_URI:
         relocate_store(workspace)
     uri = tracking_uri(workspace)
     mlflow.set_tracking_uri(uri)

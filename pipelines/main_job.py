@@ -86,6 +86,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
         echo(verdict)
     model_uri = _register_best(rankers, results, workspace, started_at)
     echo(f"registered ranker: {model_uri}")
+    _log_cost_quality(rankers, results, workspace, llm)
     echo(f"look again: reland -w {workspace.root} features show {sample}")
     echo(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri(workspace)}")
     echo(f"serve:      reland -w {workspace.root} serve --port 8000   (POST /rank)")
@@ -120,6 +121,25 @@ def _lift_verdict(rankers: dict[str, Config], results: dict, workspace: Workspac
             f"{'significant' if p < 0.05 else 'not significant'} (paired p = {p:.2f}, one training seed); "
             f"the pool has {pool['size']:,} rationales, mean grounding {grounding.get('mean_grounding', 0):.2f}: "
             "see docs/results.md")
+
+
+def _log_cost_quality(rankers: dict[str, Config], results: dict, workspace: Workspace, llm: dict) -> None:
+    """A 'main job' MLflow run holding what each variant cost in LLM work and what it scored (a table)."""
+    import mlflow
+
+    from components.tracking import start_run
+
+    rows = []
+    for variant, ranker_config in rankers.items():
+        ranker = results[record_name(ranker_config, "train_ranker")]
+        paid = variant == "reland"  # +f_item reads no rationale
+        rows.append({"variant": variant, "llm_calls": llm["calls"] + llm["cache_hits"] if paid else 0,
+                     "tokens": llm["prompt_tokens"] + llm["completion_tokens"] if paid else 0,
+                     "usd": llm["estimated_usd"] if paid else 0.0, "ndcg@10": ranker["test_ndcg@10"],
+                     "hr@10": ranker["test_hit@10"]})
+    use_experiment(workspace, f"rankers-{next(iter(rankers.values())).name}")
+    with start_run("main job"):
+        mlflow.log_table(pd.DataFrame(rows), artifact_file="cost_quality.json")
 
 
 def _register_best(rankers: dict[str, Config], results: dict, workspace: Workspace, started_at: float) -> str:

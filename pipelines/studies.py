@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+import models
+
 from components.config import BACKBONE_NAMES, SWEEP_BUDGETS, Config
 from components.ranker import load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
@@ -24,8 +26,10 @@ from components.tracking import (CHAMPION, control_label, data_hash, log_epoch, 
 from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, read_json
 from pipelines.roi import budget_table, recommend_budget, roi_html, roi_plot
 
-# What a process loading the registered model needs: the platform (its classes) and its torch.
-SERVING_REQUIREMENTS = ["reland-platform", "torch==2.2.1"]
+# What a process loading the registered model installs: the model classes travel with it (``models/``
+# imports only torch and numpy, see MODEL_CODE), so no package of ours has to be on an index.
+SERVING_REQUIREMENTS = ["torch==2.2.1", "numpy<2"]
+MODEL_CODE = Path(models.__file__).parent
 VARIANTS = ("id", "item_text", "reland")
 METRICS = ("ndcg@10", "hit@10")
 
@@ -451,7 +455,8 @@ def register_ranker(config: Config, workspace: Workspace, run_id: str) -> str:
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
                                         serialization_format="pickle",  # pt2 export needs torch >= 2.4
-                                        pip_requirements=SERVING_REQUIREMENTS)  # inference would import-scan
+                                        pip_requirements=SERVING_REQUIREMENTS,  # inference would import-scan
+                                        code_paths=[str(MODEL_CODE)])
     pool = pool_context(workspace) if model.fusion is not None else {}
     tags = {"backbone": config.ranker.backbone, "variant": config.ranker.variant, "data_hash": data_hash(workspace),
             "pool_version": str(pool.get("pool_version", "none")), "rationale_template": pool.get("template_version", "none")}

@@ -87,6 +87,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     summary = json.loads((workspace / "pool" / "rationales.json").read_text())
     assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
     assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)
+    tracked_as_mlflow_users_expect(workspace)
 
     controls = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config",
                                str(config), "experiments", "controls", "--backbones", "lightgcn", "--epochs", "1"],
@@ -105,6 +106,24 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert fused["backbone_run"]["reused"], "the control's fusion sits on the +f_item backbone already trained"
     sweep_pays_no_call_below_the_budget_already_built(workspace, config)
     moved_workspace_keeps_working(workspace, tmp_path / "moved", config)
+
+
+def tracked_as_mlflow_users_expect(workspace: Path) -> None:
+    """The served version is aliased and points at the run that trained it; the main job's run holds
+    a cost/quality table in which the LLM-free variant paid nothing."""
+    import mlflow
+
+    from components.tracking import tracking_uri
+
+    uri = tracking_uri(Workspace(workspace))  # a client of its own: set_tracking_uri would reach the subprocesses
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("reland-ranker-synthetic", "champion")
+    assert client.get_run(champion.run_id).data.metrics["test_ndcg_at_10"] > 0
+    experiment = client.get_experiment_by_name("rankers-synthetic").experiment_id
+    main = client.search_runs([experiment], "attributes.run_name = 'main job'")
+    table = json.loads(Path(client.download_artifacts(main[0].info.run_id, "cost_quality.json")).read_text())
+    rows = {row[0]: dict(zip(table["columns"], row)) for row in table["data"]}
+    assert rows["item_text"]["llm_calls"] == 0 and rows["reland"]["llm_calls"] > 0 and rows["reland"]["ndcg@10"] > 0
 
 
 def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,6 +151,10 @@ def test_table2_is_tracked_in_mlflow_and_registers_a_servable_model(workspace):
     assert champion.tags["backbone"] == source["params.ranker.backbone"].iloc[0]
     assert {"variant", "data_hash", "pool_version", "rationale_template"} <= set(champion.tags) and champion.description
     assert best is None or (best["backbone"], best["variant"]) == (champion.tags["backbone"], champion.tags["variant"])
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/reland-ranker-synthetic@champion"))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert "reland-platform" not in " ".join(requirements) and "torch==2.2.1" in requirements, requirements
+    assert (local / "code" / "models" / "recommenders" / "base.py").exists(), "the model's classes travel with it"
     model = mlflow.pyfunc.load_model("models:/reland-ranker-synthetic@champion")
     inputs = model.metadata.get_input_schema().input_types()
     assert len(inputs) == 1

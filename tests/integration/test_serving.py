@@ -68,6 +68,17 @@ def test_a_model_without_rationale_fusion_gives_no_explanation(service):
         assert answer.json()["explanation"] is None, "a model that ignores rationales explains nothing"
 
 
+def test_a_process_that_opened_one_workspace_serves_a_copy_from_the_copys_store(service, tmp_path):
+    import shutil
+
+    client, _ = service  # this process has pointed MLflow at the original workspace already
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(client.app.state.workspace.root, copy.root, symlinks=True)
+    with TestClient(create_app(copy, config())) as served:
+        assert served.get("/ready").json()["status"] == "ready"
+    assert (copy.root / "mlflow" / "root").read_text() == str(copy.root), "the copy's store was relocated to it"
+
+
 def test_docs_are_served_without_a_network(service):
     client, _ = service
     page = client.get("/docs").text
