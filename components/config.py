@@ -166,6 +166,9 @@ class PoolConfig(_Section):
     """The LLM Reasoning Pool in Milvus, and retrieval for every user (Eq. 3)."""
 
     uri: str | None = Field(None, description="Milvus URI; default: a Milvus Lite file in the workspace")
+    db_name: str = Field("", description="a Milvus server's database (default: the server's default)")
+    token_env: str = Field("MILVUS_TOKEN", description="environment variable holding a Milvus server's token "
+                                                       "('user:password' or an API key); the token is never stored")
     text_encoder_path: str | None = Field(None, description="BERT-family model folder (default all-MiniLM-L6-v2)")
     min_words: int = Field(3, ge=0, description="drop rationales whose Step 2 has fewer words")
     min_grounding: float = Field(0.0, ge=0, le=1, description="drop rationales whose grounding score (share of "

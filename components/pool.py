@@ -2,9 +2,10 @@
 
 Each pool version is one Milvus collection (``reland_pool_v<N>``) holding, per seed, the
 behaviour vector m_s (COSINE index), the embedding of the Step-2 text, both steps' text,
-the model, template version, token counts and creation time.  ``pool/current.json``
-points at the version in use, so a rollback is one pointer change
-(:func:`use_pool_version`).  Size and content are controlled by filters (minimum Step-2
+the model, template version, token counts and creation time, loaded once built.  The Milvus
+alias ``reland_pool_current`` and ``pool/current.json`` both point at the version in use, so
+a rollback is one alias switch (:func:`use_pool_version`), and a user's own Milvus script can
+query ``reland_pool_current`` directly.  Size and content are controlled by filters (minimum Step-2
 length, vacuous answers that name no catalogue term, ``pool.min_grounding``, near-duplicate
 removal; the summary logs the grounding of the parsed and of the kept rationales); rationales come from the response cache, so a refresh
 with new seeds asks the LLM only about the new ones.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -35,6 +37,7 @@ logging.getLogger("pymilvus").setLevel(logging.ERROR)
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite logs unimplemented optional RPCs
 TEXT_LIMIT = 2048
 INSERT_BATCH = 1000
+CURRENT_ALIAS = "reland_pool_current"  # the Milvus alias of the version in use
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class PoolVersion:
     rationale_dim: int
     created_at: str
     snapshot: str  # Parquet copy of the seed ids and vectors, for the bulk retrieval path
+    db_name: str = ""  # a Milvus server's database ("" = the default one)
+    token_env: str = "MILVUS_TOKEN"  # environment variable holding a server's token (never stored)
 
 
 def pool_uri(config: Config, workspace: Workspace) -> str:
@@ -54,8 +59,8 @@ def pool_uri(config: Config, workspace: Workspace) -> str:
 
 
 @contextlib.contextmanager
-def milvus(uri: str) -> Iterator[MilvusClient]:
-    client = MilvusClient(uri=uri)
+def milvus(pool: PoolVersion) -> Iterator[MilvusClient]:
+    client = MilvusClient(uri=pool.uri, db_name=pool.db_name, token=os.environ.get(pool.token_env, ""))
     try:
         yield client
     finally:
@@ -85,15 +90,25 @@ def pool_versions(workspace: Workspace) -> list[PoolVersion]:
 
 
 def use_pool_version(workspace: Workspace, version: int) -> PoolVersion:
-    """Point the platform at an earlier (or later) pool version: a rollback."""
+    """Point the platform (the alias and ``pool/current.json``) at an earlier or later pool version: a rollback."""
     match = [v for v in pool_versions(workspace) if v.version == version]
     if not match:
         raise ValueError(f"pool version {version} not found; known: {[v.version for v in pool_versions(workspace)]}")
-    with milvus(match[0].uri) as client:
+    with milvus(match[0]) as client:
         if not client.has_collection(match[0].collection):
             raise ValueError(f"collection {match[0].collection} is gone from {match[0].uri}")
+        client.load_collection(match[0].collection)
+        point_alias(client, match[0].collection)
     write_json(workspace.pool_pointer, _record(workspace, match[0]))
     return match[0]
+
+
+def point_alias(client: MilvusClient, collection: str) -> None:
+    """Move (or create) the ``reland_pool_current`` alias to ``collection`` in one Milvus call."""
+    if CURRENT_ALIAS in client.list_aliases().get("aliases", []):
+        client.alter_alias(collection, CURRENT_ALIAS)
+    else:
+        client.create_alias(collection, CURRENT_ALIAS)
 
 
 def behaviour_vectors_of(workspace: Workspace, users: np.ndarray) -> np.ndarray:
@@ -158,7 +173,8 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
     duplicate = near_duplicates(embeddings, cfg.dedupe_threshold)
     ok, embeddings = ok[~duplicate].reset_index(drop=True), embeddings[~duplicate]
     behaviour = behaviour_vectors_of(workspace, ok["user_idx"].to_numpy())
-    pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings)
+    pool = write_pool_version(workspace, pool_uri(config, workspace), ok, behaviour, embeddings,
+                              db_name=cfg.db_name, token_env=cfg.token_env)
     summary = {**_record(workspace, pool), "rationales": len(rationales), "failed": int((rationales["status"] != "ok").sum()),
                "too_short": int(short.sum()), "vacuous": int(vacuous.sum()), "below_min_grounding": int(weak.sum()),
                "near_duplicates": int(duplicate.sum()), "parsed": grounding_summary(parsed),
@@ -168,15 +184,15 @@ def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> d
 
 
 def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, behaviour: np.ndarray,
-                       rationale: np.ndarray) -> PoolVersion:
+                       rationale: np.ndarray, db_name: str = "", token_env: str = "MILVUS_TOKEN") -> PoolVersion:
     """Insert seeds (rows of ``rationales.parquet``) with their vectors as the next pool version, and point to it."""
     previous = pool_versions(workspace)
     version = max((v.version for v in previous), default=0) + 1
     snapshot = workspace.pool_snapshot(version)
     pool = PoolVersion(version, f"reland_pool_v{version}", uri, len(seeds), behaviour.shape[1], rationale.shape[1],
-                       pd.Timestamp.now(tz="UTC").isoformat(), str(snapshot))
+                       pd.Timestamp.now(tz="UTC").isoformat(), str(snapshot), db_name, token_env)
     now = int(time.time())
-    with milvus(uri) as client:
+    with milvus(pool) as client:
         if client.has_collection(pool.collection):
             client.drop_collection(pool.collection)
         index = client.prepare_index_params()
@@ -194,6 +210,7 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
                  "completion_tokens": int(r.completion_tokens), "created_at": now}
                 for i, r in enumerate(chunk.itertuples())])
         client.load_collection(pool.collection)
+        point_alias(client, pool.collection)
     with atomic_path(snapshot) as tmp:
         pq.write_table(pa.Table.from_arrays([
             pa.array(seeds["user_idx"].to_numpy(np.int64)), pa.array(seeds["user_id"].astype(str).to_numpy()),
@@ -218,7 +235,7 @@ def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
 
 def search_pool(pool: PoolVersion, vectors: np.ndarray, limit: int = 1) -> list[list[dict]]:
     """Online path of Eq. (3): Milvus COSINE search of the pool's behaviour vectors."""
-    with milvus(pool.uri) as client:
+    with milvus(pool) as client:
         client.load_collection(pool.collection)
         hits = client.search(pool.collection, data=np.asarray(vectors, np.float32).tolist(), anns_field="behaviour",
                              limit=limit, output_fields=["seed_user_id", "step1", "step2"],

@@ -282,7 +282,8 @@ def pool_versions_command(obj: _Context) -> None:
 @click.argument("version", type=int)
 @click.pass_obj
 def pool_use(obj: _Context, version: int) -> None:
-    """Point the platform at pool VERSION (roll back or forward); re-run 'pool retrieve' after."""
+    """Point the platform at pool VERSION (roll back or forward): moves the Milvus alias
+    reland_pool_current and pool/current.json; re-run 'pool retrieve' after."""
     from components.pool import use_pool_version
 
     click.echo(f"now using pool v{use_pool_version(obj.workspace, version).version}")

@@ -106,14 +106,32 @@ def test_malformed_answers_are_retried_strictly_then_counted(seeded, tmp_path):
         assert summary["failed"] == summary["seeds"] and summary["ok"] == 0
 
 
-def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded):
+def milvus_users_see(workspace: Workspace) -> tuple[str, int]:
+    """What a user's own script gets from a fresh client: the alias's collection and its row count,
+    queried with no load() call."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=str(workspace.milvus_file))
+    try:
+        target = client.describe_alias("reland_pool_current")["collection_name"]
+        rows = client.query("reland_pool_current", filter="seed_idx >= 0", output_fields=["seed_user_id"])
+        return target, len(rows)
+    finally:
+        client.close()
+
+
+def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded, monkeypatch):
     with FakeOpenAI() as server:
         generate_rationales(config(server.url), seeded, progress=False)
+    monkeypatch.setenv("MILVUS_TOKEN", "root:not-in-any-file")  # a server's credentials, from the environment
     first = build_pool(config(), seeded, progress=False)
+    assert "not-in-any-file" not in seeded.pool_pointer.read_text() + seeded.pool_versions_file.read_text()
     assert first["version"] == 1 and first["size"] > 0
     build_pool(config(), seeded, progress=False)
     assert current_pool(seeded).version == 2 and [v.version for v in pool_versions(seeded)] == [1, 2]
+    assert milvus_users_see(seeded) == ("reland_pool_v2", first["size"])
     assert use_pool_version(seeded, 1).version == 1
+    assert milvus_users_see(seeded) == ("reland_pool_v1", first["size"]), "a rollback moves the alias"
     summary = retrieve_rationales(config(), seeded, progress=False)
     table = pd.read_parquet(seeded.user_rationales)
     users = pd.read_parquet(seeded.user_vectors)
