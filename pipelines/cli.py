@@ -545,15 +545,25 @@ def pipelines_compile(output: str) -> None:
 
 @pipelines_group.command("submit")
 @click.option("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline.")
-@click.option("--cluster-workspace", required=True,
-              help="The workspace path as the tasks see it (a volume mounted in every pod).")
+@click.option("--pvc", default="reland-workspace", show_default=True,
+              help="The PersistentVolumeClaim holding the workspace, mounted at /mnt/reland in every task.")
+@click.option("--cluster-workspace", default="/mnt/reland/workspace", show_default=True,
+              help="The workspace folder as the tasks see it: inside /mnt/reland.")
 @click.option("--no-schedule", is_flag=True, help="Only the first runs, no weekly/daily recurring runs.")
 @click.pass_obj
-def pipelines_submit(obj: _Context, host: str, cluster_workspace: str, no_schedule: bool) -> None:
+def pipelines_submit(obj: _Context, host: str, pvc: str, cluster_workspace: str, no_schedule: bool) -> None:
     """Run the weekly and daily pipelines on a cluster and schedule them (weekly pool, daily features)."""
-    from pipelines.kubeflow import submit
+    from pipelines.kubeflow import MOUNT, submit
 
-    for name, run_id in submit(host, cluster_workspace, obj.config(), recurring=not no_schedule).items():
+    if not cluster_workspace.startswith(MOUNT + "/"):
+        raise click.UsageError(f"--cluster-workspace must be inside {MOUNT}, where the volume is mounted")
+    try:
+        submitted = submit(host, cluster_workspace, obj.config(), recurring=not no_schedule, pvc_name=pvc)
+    except Exception as exc:  # the cluster's answer (unreachable, refused, unauthorised): one line, not a traceback
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"error: could not submit to Kubeflow at {host}: {type(exc).__name__}: {reason[:300]}", err=True)
+        sys.exit(2)
+    for name, run_id in submitted.items():
         click.echo(f"{name}: {run_id}")
 
 

@@ -18,20 +18,60 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
 import yaml
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 
-from components import kubeflow as op
+from components import kubeflow as components
 from components.config import SWEEP_BUDGETS, Config
 
 SHARDS = 4  # retrieval shards of the daily pipeline (compile-time: the fan-out is static)
+MOUNT = "/mnt/reland"  # where every task mounts the workspace volume (the workspace is a folder inside it)
+WORKSPACE = f"{MOUNT}/workspace"
+PVC = "reland-workspace"
+# (CPU, memory) each task requests; the rest get DEFAULT_RESOURCES.  The rationale step may also
+# request GPUs: ``RELAND_RATIONALE_GPUS`` in the environment of ``reland pipelines compile`` (kfp
+# builds each pipeline when this module is imported, so it is read then).
+RATIONALE_GPUS = int(os.environ.get("RELAND_RATIONALE_GPUS", "0"))
+RESOURCES = {"train_encoder": ("4", "16G"), "embed_users": ("4", "16G"), "generate_rationales": ("4", "16G"),
+             "build_pool": ("2", "8G"), "retrieve_shard": ("2", "8G"), "retrieve_all": ("2", "8G"),
+             "embed_item_text": ("2", "8G"), "train_ranker": ("4", "16G"), "prepare_data": ("2", "8G")}
+DEFAULT_RESOURCES = ("1", "2G")
+# Tasks whose output is a function of their parameters alone: Kubeflow may cache them.  Every other
+# task reads the workspace volume, whose content its parameters do not show (the weekly run's
+# inputs never change), so it always runs; the steps' own fingerprints skip what is up to date.
+PURE = {"seed_budget_branch"}
+
+
+class _OnCluster:
+    """The components as a pipeline calls them, each task placed for a cluster: the workspace
+    volume claim mounted, the caching policy, CPU and memory requests (and the rationale step's GPU)."""
+
+    def __init__(self, pvc_name: str):
+        self.pvc_name = pvc_name
+
+    def __getattr__(self, name: str):
+        component = getattr(components, name)
+
+        def placed(**arguments) -> dsl.PipelineTask:
+            task = component(**arguments)
+            kubernetes.mount_pvc(task, pvc_name=self.pvc_name, mount_path=MOUNT)
+            task.set_caching_options(name in PURE)
+            cpu, memory = RESOURCES.get(name, DEFAULT_RESOURCES)
+            task.set_cpu_request(cpu).set_memory_request(memory)
+            if name == "generate_rationales" and RATIONALE_GPUS:
+                task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(RATIONALE_GPUS)
+            return task
+
+        return placed
 
 
 @dsl.pipeline(name="reasoning-pool", description="Weekly: behaviour encoder -> seeds -> LLM rationales -> Milvus pool")
-def reasoning_pool(workspace: str, config: str):
+def reasoning_pool(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC):
+    op = _OnCluster(pvc_name)
     data = op.prepare_data(workspace=workspace, config=config)
     checked = op.validate_interactions(workspace=workspace, config=config, data=data.outputs["data"])
     encoder = op.train_encoder(workspace=workspace, config=config, data=data.outputs["data"]).after(checked)
@@ -43,7 +83,8 @@ def reasoning_pool(workspace: str, config: str):
 
 
 @dsl.pipeline(name="user-rationales", description="Daily: embed users -> retrieve in shards -> validate -> Feast")
-def user_rationales(workspace: str, config: str):
+def user_rationales(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC):
+    op = _OnCluster(pvc_name)
     encoder = op.locate(workspace=workspace, relative="encoder/checkpoint.pt")
     pool = op.locate(workspace=workspace, relative="pool/current.json")
     vectors = op.embed_users(workspace=workspace, config=config, encoder=encoder.outputs["found"])
@@ -58,14 +99,18 @@ def user_rationales(workspace: str, config: str):
 
 
 @dsl.pipeline(name="train-ranker", description="A ranker on Feast's historical features, tracked in MLflow")
-def train_ranker(workspace: str, config: str, backbone: str = "sasrec", variant: str = "reland"):
+def train_ranker(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC, backbone: str = "sasrec",
+                 variant: str = "reland"):
+    op = _OnCluster(pvc_name)
     registry = op.locate(workspace=workspace, relative="features/registry.db")
     op.train_ranker(workspace=workspace, config=config, backbone=backbone, variant=variant,
                     registry=registry.outputs["found"])
 
 
 @dsl.pipeline(name="seed-budget-sweep", description="RELAND quality against LLM cost, one branch per seed budget")
-def seed_budget_sweep(workspace: str, config: str, budgets: List[float] = list(SWEEP_BUDGETS), backbone: str = "sasrec"):
+def seed_budget_sweep(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC,
+                      budgets: List[float] = list(SWEEP_BUDGETS), backbone: str = "sasrec"):
+    op = _OnCluster(pvc_name)
     vectors = op.locate(workspace=workspace, relative="encoder/user_vectors.parquet")
     items = op.locate(workspace=workspace, relative="features/item_text_embedding.parquet")
     with dsl.ParallelFor(items=budgets, parallelism=2) as budget:
@@ -102,12 +147,13 @@ def compile_all(output: Path) -> list[Path]:
     return paths
 
 
-def submit(host: str, workspace: str, config: Config, recurring: bool = True) -> dict[str, str]:
+def submit(host: str, workspace: str, config: Config, recurring: bool = True, pvc_name: str = PVC) -> dict[str, str]:
     """Runs of the weekly and daily pipelines on a cluster, and their recurring schedules."""
     import kfp
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module="kfp.client")  # a note on KFP server versions
     client = kfp.Client(host=host)
-    arguments = {"workspace": workspace, "config": config_text(config)}
+    arguments = {"workspace": workspace, "config": config_text(config), "pvc_name": pvc_name}
     experiment = client.create_experiment(f"reland-{config.name}")
     submitted = {}
     for name in ("reasoning_pool", "user_rationales"):
