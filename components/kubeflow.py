@@ -22,6 +22,13 @@ IMAGE = os.environ.get("RELAND_IMAGE", "ghcr.io/reland-platform/reland-python:0.
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def resolve_settings(preset: str, overrides: str, seed_budget: float, llm_model: str, llm_base_url: str) -> str:
+    """The run's configuration (YAML) from the preset, the overrides and the typed pipeline parameters."""
+    from components.kubeflow_runtime import settings_text
+    return settings_text(preset, overrides, seed_budget, llm_model, llm_base_url)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare_data(workspace: str, config: str, data: Output[Dataset], metrics: Output[Metrics]):
     """Stage, k-core filter and split the interaction log."""
     from components.kubeflow_runtime import execute

@@ -10,7 +10,7 @@ import os
 
 import yaml
 
-from components.config import Config
+from components.config import Config, load_config
 from components.steps import STEPS, run_step
 from components.workspace import Workspace
 
@@ -21,6 +21,19 @@ def task_config(config: str, **overrides) -> Config:
     for section, values in overrides.items():
         settings[section] = {**settings.get(section, {}), **values}
     return Config.model_validate(settings)
+
+
+def settings_text(preset: str, overrides: str, seed_budget: float, llm_model: str, llm_base_url: str) -> str:
+    """A run's whole configuration as YAML: ``preset``, then the YAML ``overrides``, then each typed
+    pipeline parameter that is set (a zero budget or an empty string leaves the setting as it was;
+    a server URL selects the openai backend)."""
+    typed = {"seeds": {"budget": seed_budget, "count": None} if seed_budget else {},
+             "llm": {**({"model": llm_model} if llm_model else {}),
+                     **({"base_url": llm_base_url, "backend": "openai"} if llm_base_url else {})}}
+    settings = yaml.safe_load(overrides) or {}
+    for section, values in typed.items():
+        settings[section] = {**settings.get(section, {}), **values}
+    return yaml.safe_dump(load_config(preset or None, overrides=settings).model_dump(mode="json"))
 
 
 def execute(step: str, workspace: str, config: str, artifact=None, metrics=None, **overrides) -> dict:

@@ -43,7 +43,7 @@ DEFAULT_RESOURCES = ("1", "2G")
 # Tasks whose output is a function of their parameters alone: Kubeflow may cache them.  Every other
 # task reads the workspace volume, whose content its parameters do not show (the weekly run's
 # inputs never change), so it always runs; the steps' own fingerprints skip what is up to date.
-PURE = {"seed_budget_branch"}
+PURE = {"resolve_settings", "seed_budget_branch"}
 
 
 class _OnCluster:
@@ -69,52 +69,66 @@ class _OnCluster:
         return placed
 
 
+def resolved(op: _OnCluster, preset: str, config: str, seed_budget: float = 0.0, llm_model: str = "",
+             llm_base_url: str = "") -> str:
+    """The run's configuration from its typed parameters (a cached task).  Inside a ParallelFor it is
+    resolved again in the loop: kfp's local runner hands a loop task its loop item in place of an
+    upstream task's output parameter."""
+    return op.resolve_settings(preset=preset, overrides=config, seed_budget=seed_budget, llm_model=llm_model,
+                               llm_base_url=llm_base_url).output
+
+
 @dsl.pipeline(name="reasoning-pool", description="Weekly: behaviour encoder -> seeds -> LLM rationales -> Milvus pool")
-def reasoning_pool(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC):
+def reasoning_pool(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", seed_budget: float = 0.0,
+                   llm_model: str = "", llm_base_url: str = "", config: str = ""):
     op = _OnCluster(pvc_name)
-    data = op.prepare_data(workspace=workspace, config=config)
-    checked = op.validate_interactions(workspace=workspace, config=config, data=data.outputs["data"])
-    encoder = op.train_encoder(workspace=workspace, config=config, data=data.outputs["data"]).after(checked)
-    vectors = op.embed_users(workspace=workspace, config=config, encoder=encoder.outputs["encoder"])
-    gate = op.validate_behaviour(workspace=workspace, config=config, vectors=vectors.outputs["vectors"])
-    seeds = op.sample_seeds(workspace=workspace, config=config, vectors=vectors.outputs["vectors"]).after(gate)
-    rationales = op.generate_rationales(workspace=workspace, config=config, seeds=seeds.outputs["seeds"])
-    op.build_pool(workspace=workspace, config=config, rationales=rationales.outputs["rationales"])
+    settings = resolved(op, preset, config, seed_budget, llm_model, llm_base_url)
+    data = op.prepare_data(workspace=workspace, config=settings)
+    checked = op.validate_interactions(workspace=workspace, config=settings, data=data.outputs["data"])
+    encoder = op.train_encoder(workspace=workspace, config=settings, data=data.outputs["data"]).after(checked)
+    vectors = op.embed_users(workspace=workspace, config=settings, encoder=encoder.outputs["encoder"])
+    gate = op.validate_behaviour(workspace=workspace, config=settings, vectors=vectors.outputs["vectors"])
+    seeds = op.sample_seeds(workspace=workspace, config=settings, vectors=vectors.outputs["vectors"]).after(gate)
+    rationales = op.generate_rationales(workspace=workspace, config=settings, seeds=seeds.outputs["seeds"])
+    op.build_pool(workspace=workspace, config=settings, rationales=rationales.outputs["rationales"])
 
 
 @dsl.pipeline(name="user-rationales", description="Daily: embed users -> retrieve in shards -> validate -> Feast")
-def user_rationales(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC):
+def user_rationales(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", config: str = ""):
     op = _OnCluster(pvc_name)
+    settings = resolved(op, preset, config)
     encoder = op.locate(workspace=workspace, relative="encoder/checkpoint.pt")
     pool = op.locate(workspace=workspace, relative="pool/current.json")
-    vectors = op.embed_users(workspace=workspace, config=config, encoder=encoder.outputs["found"])
+    vectors = op.embed_users(workspace=workspace, config=settings, encoder=encoder.outputs["found"])
     with dsl.ParallelFor(items=list(range(SHARDS))) as shard:
-        part = op.retrieve_shard(workspace=workspace, config=config, shard=shard, shards=SHARDS,
+        part = op.retrieve_shard(workspace=workspace, config=resolved(op, preset, config), shard=shard, shards=SHARDS,
                                  pool=pool.outputs["found"], vectors=vectors.outputs["vectors"])
-    features = op.merge_shards(workspace=workspace, config=config, shards=SHARDS).after(part)
-    items = op.embed_item_text(workspace=workspace, config=config, data=vectors.outputs["vectors"])
-    registry = op.apply_features(workspace=workspace, config=config, features=features.outputs["features"],
+    features = op.merge_shards(workspace=workspace, config=settings, shards=SHARDS).after(part)
+    items = op.embed_item_text(workspace=workspace, config=settings, data=vectors.outputs["vectors"])
+    registry = op.apply_features(workspace=workspace, config=settings, features=features.outputs["features"],
                                  items=items.outputs["items"])
-    op.materialise_features(workspace=workspace, config=config, registry=registry.outputs["registry"])
+    op.materialise_features(workspace=workspace, config=settings, registry=registry.outputs["registry"])
 
 
 @dsl.pipeline(name="train-ranker", description="A ranker on Feast's historical features, tracked in MLflow")
-def train_ranker(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC, backbone: str = "sasrec",
-                 variant: str = "reland"):
+def train_ranker(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", config: str = "",
+                 backbone: str = "sasrec", variant: str = "reland"):
     op = _OnCluster(pvc_name)
     registry = op.locate(workspace=workspace, relative="features/registry.db")
-    op.train_ranker(workspace=workspace, config=config, backbone=backbone, variant=variant,
+    op.train_ranker(workspace=workspace, config=resolved(op, preset, config), backbone=backbone, variant=variant,
                     registry=registry.outputs["found"])
 
 
 @dsl.pipeline(name="seed-budget-sweep", description="RELAND quality against LLM cost, one branch per seed budget")
-def seed_budget_sweep(config: str, workspace: str = WORKSPACE, pvc_name: str = PVC,
-                      budgets: List[float] = list(SWEEP_BUDGETS), backbone: str = "sasrec"):
+def seed_budget_sweep(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", llm_model: str = "",
+                      llm_base_url: str = "", config: str = "", budgets: List[float] = list(SWEEP_BUDGETS),
+                      backbone: str = "sasrec"):
     op = _OnCluster(pvc_name)
     vectors = op.locate(workspace=workspace, relative="encoder/user_vectors.parquet")
     items = op.locate(workspace=workspace, relative="features/item_text_embedding.parquet")
     with dsl.ParallelFor(items=budgets, parallelism=2) as budget:
-        branch = op.seed_budget_branch(workspace=workspace, config=config, budget=budget)
+        branch = op.seed_budget_branch(workspace=workspace, budget=budget,
+                                       config=resolved(op, preset, config, 0.0, llm_model, llm_base_url))
         where, settings = branch.outputs["workspace"], branch.outputs["config"]
         seeds = op.sample_seeds(workspace=where, config=settings, vectors=vectors.outputs["found"])
         rationales = op.generate_rationales(workspace=where, config=settings, seeds=seeds.outputs["seeds"])
@@ -185,6 +199,7 @@ def run_local(name: str, workspace: Path, config: Config, verbose: bool = False,
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workspace / "kfp"))
+    warnings.filterwarnings("ignore", message=".*no effect in the current local runner")  # the cluster's resources
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # inherited by the task processes
     log = workspace / "kfp" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -51,8 +51,12 @@ def test_the_ir_runs_on_a_cluster_volume_with_resources_and_no_stale_cache(tmp_p
         tasks = [t for t in _all_tasks(spec)]
         for task in tasks:  # the weekly and daily inputs never change: a cache hit would skip the week's work
             cached = task["cachingOptions"].get("enableCache", False)
-            assert cached == (task["componentRef"]["name"] == "comp-seed-budget-branch"), task["componentRef"]
+            pure = task["componentRef"]["name"].startswith(("comp-seed-budget-branch", "comp-resolve-settings"))
+            assert cached == pure, task["componentRef"]
     weekly, _ = yaml.safe_load_all((tmp_path / "reasoning_pool.yaml").read_text())
+    typed = weekly["root"]["inputDefinitions"]["parameters"]
+    assert {name: typed[name].get("defaultValue") for name in ("preset", "seed_budget", "llm_model", "llm_base_url")} \
+        == {"preset": "synthetic", "seed_budget": 0.0, "llm_model": "", "llm_base_url": ""}
     rationale = weekly["deploymentSpec"]["executors"]["exec-generate-rationales"]["container"]["resources"]
     assert rationale["accelerator"]["resourceType"] == "nvidia.com/gpu" and rationale["accelerator"]["resourceCount"] == "1"
 
@@ -76,3 +80,15 @@ def test_submitting_to_an_unreachable_cluster_says_so_in_one_line():
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: could not submit to Kubeflow at http://127.0.0.1:{port}")
     assert "Traceback" not in done.stderr
+
+
+def test_typed_pipeline_parameters_override_the_preset_and_the_yaml():
+    from components.kubeflow_runtime import settings_text
+
+    plain = yaml.safe_load(settings_text("ml-100k", "", 0.0, "", ""))
+    assert plain["name"] == "ml-100k" and plain["seeds"]["budget"] == 0.1 and plain["llm"]["backend"] == "local"
+    typed = yaml.safe_load(settings_text("ml-100k", "seeds: {budget: 0.2}\nranker: {epochs: 3}", 0.05, "qwen2.5-7b",
+                                         "http://vllm:8000/v1"))
+    assert typed["seeds"]["budget"] == 0.05 and typed["ranker"]["epochs"] == 3
+    assert (typed["llm"]["model"], typed["llm"]["base_url"], typed["llm"]["backend"]) == \
+        ("qwen2.5-7b", "http://vllm:8000/v1", "openai")
