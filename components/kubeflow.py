@@ -8,8 +8,8 @@ the step's result id and numbers as metadata), plus a Metrics artefact.  The art
 the pipeline's data flow explicit and visible in the Kubeflow UI; the data stays in the
 workspace, so nothing large is copied between tasks.
 
-All components share one base image (``RELAND_IMAGE``) with the platform installed, e.g.
-built from ``python:3.11-slim`` with ``pip install .``.
+All components share one image (``RELAND_IMAGE``, default ``reland-platform:0.1.0``): the platform
+installed by ``docker/install.sh`` (``make image`` builds it from ``docker/Dockerfile``).
 """
 
 import os
@@ -18,7 +18,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-IMAGE = os.environ.get("RELAND_IMAGE", "ghcr.io/reland-platform/reland-python:0.1.0")
+IMAGE = os.environ.get("RELAND_IMAGE", "reland-platform:0.1.0")
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -535,8 +536,11 @@ def pipelines_group() -> None:
 @pipelines_group.command("compile")
 @click.option("--output", default="pipelines-ir", show_default=True, type=click.Path(file_okay=False),
               help="Folder for one IR YAML per pipeline.")
-def pipelines_compile(output: str) -> None:
+@click.option("--image", envvar="RELAND_IMAGE", default="reland-platform:0.1.0", show_default=True,
+              help="The image every task runs ('make image' builds it; push it where the cluster pulls from).")
+def pipelines_compile(output: str, image: str) -> None:
     """Write reasoning_pool, user_rationales, train_ranker and seed_budget_sweep as Kubeflow IR YAML."""
+    os.environ["RELAND_IMAGE"] = image  # kfp reads a component's image when its module is imported, below
     from pipelines.kubeflow import compile_all
 
     for path in compile_all(Path(output)):

@@ -33,7 +33,8 @@ def test_every_pipeline_compiles_to_valid_ir(tmp_path):
 
 
 def test_the_ir_runs_on_a_cluster_volume_with_resources_and_no_stale_cache(tmp_path):
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "pipelines", "compile", "--output", str(tmp_path)],
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "pipelines", "compile", "--output", str(tmp_path),
+                    "--image", "registry.example.com/reland:7"],
                    env={**os.environ, "RELAND_RATIONALE_GPUS": "1"}, check=True, capture_output=True, timeout=120,
                    cwd=Path(__file__).resolve().parents[2])
     for name in PIPELINES:
@@ -46,6 +47,7 @@ def test_the_ir_runs_on_a_cluster_volume_with_resources_and_no_stale_cache(tmp_p
         assert set(mounts) == set(executors), "every task mounts the workspace volume"
         assert all(m["pvcMount"][0]["mountPath"] == "/mnt/reland" for m in mounts.values())
         for executor in executors.values():
+            assert executor["container"]["image"] == "registry.example.com/reland:7"
             resources = executor["container"]["resources"]
             assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"]
         tasks = [t for t in _all_tasks(spec)]
