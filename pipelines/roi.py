@@ -119,6 +119,11 @@ def scale_cost(table: pd.DataFrame, budget: float, users: int) -> dict:
             **{f"per_user_inference_{k}": v * users for k, v in per_seed.items()}}
 
 
+def per_unit_budget(table: pd.DataFrame, column: str) -> float:
+    """A cost column per unit of budget (the sweep's cost, as the plots' x axes, is linear in the budget)."""
+    return float(table[column].sum() / table["budget"].sum())
+
+
 def roi_plot(table: pd.DataFrame, path: Path, recommendation: dict | None = None, log_x: bool = False) -> Path:
     """Lift over +f_item (95% intervals) against $ and against LLM calls, the fitted curve, the recommendation."""
     import matplotlib
@@ -127,8 +132,7 @@ def roi_plot(table: pd.DataFrame, path: Path, recommendation: dict | None = None
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    per_budget = {"llm_usd": table["llm_usd"].sum() / table["budget"].sum(),
-                  "llm_calls": table["llm_calls"].sum() / table["budget"].sum()}
+    per_budget = {column: per_unit_budget(table, column) for column in ("llm_usd", "llm_calls")}
     for axis, column, label in ((axes[0], "llm_usd", "pool cost ($, estimated)"), (axes[1], "llm_calls", "LLM calls")):
         errors = [table[LIFT] - table[LOW], table[HIGH] - table[LIFT]]
         axis.errorbar(table[column], table[LIFT], yerr=errors, fmt="o", capsize=3, label="measured (95% CI)")
@@ -176,7 +180,7 @@ def roi_html(table: pd.DataFrame, path: Path, recommendation: dict | None = None
                          f'y2="{sy(row[HIGH]):.1f}" stroke="#1f77b4"/><circle cx="{sx(xi):.1f}" cy="{sy(row[LIFT]):.1f}" '
                          f'r="5" fill="#1f77b4"/></g>')
         if recommendation and recommendation["budget"] > 0:
-            usd = recommendation["budget"] * table["llm_usd"].sum() / table["budget"].sum()
+            usd = recommendation["budget"] * per_unit_budget(table, "llm_usd")
             xr = sx(math.log10(usd) if log_x else usd)
             parts.append(f'<line x1="{xr:.1f}" x2="{xr:.1f}" y1="{pad}" y2="{height - pad}" stroke="#d62728" '
                          f'stroke-dasharray="6 4"><title>recommended {recommendation["budget"]:.1%}</title></line>')

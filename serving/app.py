@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import Counter
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,11 +37,7 @@ class RankRequest(BaseModel):
     @field_validator("candidates")
     @classmethod
     def _each_candidate_once(cls, candidates: list[str]) -> list[str]:
-        seen, repeated = set(), []
-        for item in candidates:
-            if item in seen and item not in repeated:
-                repeated.append(item)
-            seen.add(item)
+        repeated = [item for item, times in Counter(candidates).items() if times > 1]
         if repeated:
             raise ValueError(f"candidates repeat {len(repeated)} id(s), first {repeated[0]!r}: send each id once")
         return candidates
