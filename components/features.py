@@ -14,12 +14,12 @@ from components.workspace import Workspace
 
 def apply_features(config: Config, workspace: Workspace) -> list[str]:
     """Register the platform's entities, feature views and feature service in the workspace registry."""
-    from feature_repo import definitions, feature_store
+    from feature_repo import apply_definitions, definitions, feature_store
 
     if not workspace.user_rationales.exists():
         raise FileNotFoundError(f"{workspace.user_rationales}: nothing to serve; run 'reland pool retrieve' first")
     objects = definitions(workspace, config.features.ttl_days)
-    feature_store(workspace, config.features).apply(objects)
+    apply_definitions(feature_store(workspace, config.features), objects)
     return [obj.name for obj in objects]
 
 

@@ -39,6 +39,7 @@ USER_RATIONALES = "features/user_rationale_embedding.parquet"
 ITEM_TEXT = "features/item_text_embedding.parquet"
 RETRIEVAL_SUMMARY = "features/retrieval.json"
 FEAST_REGISTRY = "features/registry.db"
+FEAST_ROOT_MARK = "features/root"  # the root the registry's (absolute) source paths name
 MLFLOW_STORE = "mlflow/mlflow.db"
 MLFLOW_ROOT_MARK = "mlflow/root"  # the root the MLflow store last ran under (it stores absolute artefact URIs)
 GRAPH_STATS, ENTITIES = "encoder/graph_stats.json", "encoder/entities.parquet"

@@ -1,17 +1,19 @@
 """Feast objects for the platform's features, and the store that serves them."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
-import os
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, Project, ValueType
 from feast.repo_config import RepoConfig
 from feast.types import Array, Bool, Float32, Int64, String
 
 from components.config import FeaturesConfig
-from components.workspace import FEATURES, Workspace
+from components.workspace import FEAST_ROOT_MARK, FEATURES, Workspace
 
+PROJECT = "reland"  # as feature_store.yaml names it
 FEATURE_SERVICE = "ranker"
 RATIONALE_VIEW = "user_rationale_embedding"
 ENTITY_KEYS = {RATIONALE_VIEW: "user_id", "user_behaviour_embedding": "user_id", "item_text_embedding": "item_id"}
@@ -24,9 +26,47 @@ def feature_store(workspace: Workspace, features: FeaturesConfig | None = None) 
     folder = workspace.dir(FEATURES)
     online = ({"type": "redis", "connection_string": features.redis_url} if features.online_store == "redis"
               else {"type": "sqlite", "path": str(folder / "online_store.db")})
-    config = RepoConfig(project="reland", provider="local", registry=str(workspace.feast_registry), online_store=online,
+    config = RepoConfig(project=PROJECT, provider="local", registry=str(workspace.feast_registry), online_store=online,
                         offline_store={"type": "file"}, entity_key_serialization_version=3, repo_path=str(folder))
-    return FeatureStore(config=config)
+    store = FeatureStore(config=config)
+    relocate_sources(store, workspace)
+    return store
+
+
+def apply_definitions(store: FeatureStore, objects: list) -> str:
+    """Register ``objects`` as the repo's whole state, the way ``feast apply`` does (objects no
+    longer defined are removed; the online tables are recorded), so ``feast plan`` from
+    ``feature_repo/`` finds nothing to change.  Returns Feast's diff text."""
+    from feast.repo_contents import RepoContents
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    kinds = {kind: [o for o in objects if isinstance(o, cls)]
+             for kind, cls in (("entities", Entity), ("feature_views", FeatureView), ("feature_services", FeatureService))}
+    repo = RepoContents(projects=[Project(name=store.project)], data_sources=[v.batch_source for v in kinds["feature_views"]],
+                        on_demand_feature_views=[], stream_feature_views=[], permissions=[], **kinds)
+    with contextlib.redirect_stdout(io.StringIO()) as diff:
+        apply_total_with_repo_instance(store, store.project, store.registry, repo, skip_source_validation=False)
+    return diff.getvalue()
+
+
+def relocate_sources(store: FeatureStore, workspace: Workspace) -> bool:
+    """Point the registered file sources and online tables at this workspace if it was moved or
+    copied since they were registered: Feast keeps both paths absolute (as ``feast apply`` from
+    ``feature_repo/`` writes them), and a copy must never read the original's.  True if anything moved."""
+    mark = workspace.file(FEAST_ROOT_MARK)
+    old, new = (mark.read_text() if mark.exists() else None), str(workspace.root)
+    views = store.list_feature_views() if old and old != new and workspace.feast_registry.exists() else []
+    for view in views:
+        view.batch_source.file_options.uri = view.batch_source.path.replace(old + "/", new + "/", 1)
+    if views:
+        from feast.infra.infra_object import Infra
+
+        store.registry.update_infra(Infra(), store.project)  # it names the old online store; apply records the new
+        apply_definitions(store, [*store.list_entities(), *views, *store.list_feature_services()])
+    if old != new:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(new)
+    return bool(views)
 
 
 def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
@@ -42,9 +82,8 @@ def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
     ttl = timedelta(days=ttl_days)
 
     def view(name: str, path, entity: Entity, fields: list[Field], description: str) -> FeatureView:
-        # Relative to the repo path (the workspace's features/ folder): a moved workspace reads its own tables.
-        source = FileSource(name=f"{name}_source", path=os.path.relpath(path, workspace.dir(FEATURES)),
-                            timestamp_field="event_timestamp")
+        # Absolute, as the Feast CLI resolves them from feature_repo/; relocate_sources follows a moved workspace.
+        source = FileSource(name=f"{name}_source", path=str(path), timestamp_field="event_timestamp")
         return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
                            description=description)
 

@@ -1,7 +1,12 @@
 """Feast: apply, materialise, and online features equal to the retrieval table's rows."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +19,7 @@ from components.features import apply_features, materialise_features, online_fea
 from components.retrieval import output_schema
 from components.data.tables import vector_array
 from components.workspace import Workspace
+from feature_repo import feature_store
 from pipelines.cli import cli
 
 from builders import make_pool
@@ -32,6 +38,17 @@ def write_table(ws: Workspace, users: list[str], version: int, when: datetime) -
         pa.array(np.full(n, int(when.timestamp() * 1e6)), pa.timestamp("us", tz="UTC"))],
         schema=output_schema(384)), ws.user_rationales)
     return embeddings
+
+
+FEAST = str(Path(sys.executable).parent / "feast")
+FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+def feast_cli(*args: str, workspace: Path | None, **env_vars: str) -> subprocess.CompletedProcess:
+    """The Feast CLI in ``feature_repo/``, as a user runs it, with ``RELAND_WORKSPACE`` naming ``workspace``."""
+    env = {k: v for k, v in os.environ.items() if k != "RELAND_WORKSPACE"} | env_vars
+    env |= {"RELAND_WORKSPACE": str(workspace)} if workspace else {}
+    return subprocess.run([FEAST, *args], cwd=FEATURE_REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_online_features_equal_the_parquet_rows_and_refresh(tmp_path):
@@ -121,6 +138,8 @@ def test_redis_online_store_serves_the_same_rows(tmp_path, redis_url):
     assert np.allclose(got["rationale_embedding"], embeddings[[3, 11]], atol=1e-6)
     assert got["seed_user_id"] == ["seed0", "seed2"]
     assert not (tmp_path / "features" / "online_store.db").exists(), "nothing went to SQLite"
+    plan = feast_cli("-f", "feature_store_redis.yaml", "plan", workspace=ws.root, RELAND_REDIS_URL=redis_url)
+    assert plan.returncode == 0 and "No changes to registry" in plan.stdout, plan.stdout + plan.stderr
 
 
 def test_historical_features_are_point_in_time_correct(tmp_path):
@@ -172,3 +191,47 @@ def test_interaction_and_behaviour_gates(tmp_path):
     pq.write_table(table.slice(1), vectors)  # a user lost
     with pytest.raises(ValidationFailed, match="every user needs one vector"):
         validate_behaviour_vectors(config, ws)
+
+
+def test_the_feast_cli_plans_applies_and_materialises_a_workspace(tmp_path):
+    """``cd feature_repo && feast plan`` against a workspace ``reland features apply`` registered:
+    nothing to delete or change; ``feast apply`` and ``materialize-incremental`` work, and a user's own
+    script reads the rows through ``get_online_features``; without RELAND_WORKSPACE, one clear line."""
+    ws = Workspace(tmp_path / "ws")
+    make_pool(ws)
+    embeddings = write_table(ws, [f"u{i}" for i in range(20)], 1, datetime.now(timezone.utc) - timedelta(hours=2))
+    apply_features(load_config(), ws)
+    plan = feast_cli("plan", workspace=ws.root)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "No changes to registry" in plan.stdout and "No changes to infrastructure" in plan.stdout, plan.stdout
+    for args in (("apply",), ("materialize-incremental", datetime.now(timezone.utc).isoformat())):
+        done = feast_cli(*args, workspace=ws.root)
+        assert done.returncode == 0, done.stdout + done.stderr
+    script = ("from feast import FeatureStore\n"
+              "store = FeatureStore(repo_path='.')\n"
+              "rows = store.get_online_features(features=store.get_feature_service('ranker'),\n"
+              "                                 entity_rows=[{'user_id': 'u7'}]).to_dict()\n"
+              "print(repr(rows['rationale_embedding'][0]))\n")
+    env = {**os.environ, "RELAND_WORKSPACE": str(ws.root)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=FEATURE_REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert np.allclose(eval(done.stdout), embeddings[7], atol=1e-6)
+    unset = feast_cli("plan", workspace=None)
+    assert unset.returncode != 0 and "RELAND_WORKSPACE=(unset): set it to a workspace folder" in unset.stderr
+
+
+def test_a_moved_workspace_registry_names_its_own_tables(tmp_path):
+    """Feast keeps source paths absolute: a copy re-points them at its own tables when first opened,
+    and never reads the original's (removed here)."""
+    original, config = Workspace(tmp_path / "a"), load_config()
+    make_pool(original)
+    write_table(original, ["u1", "u2"], 1, datetime.now(timezone.utc) - timedelta(hours=1))
+    apply_features(config, original)
+    shutil.copytree(original.root, tmp_path / "b", symlinks=True)
+    shutil.rmtree(original.root)
+    moved = Workspace(tmp_path / "b")
+    paths = [source.path for source in feature_store(moved, config.features).list_data_sources()]
+    assert paths and all(path.startswith(str(moved.root) + "/") for path in paths), paths
+    materialise_features(config, moved)
+    assert online_features(moved, ["u2"])["pool_version"] == [1]
