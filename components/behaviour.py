@@ -7,6 +7,7 @@ popularity baseline), ``user_vectors.parquet`` (user_idx, user_id, vector, cold,
 """
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -152,7 +153,7 @@ def train_epoch(model: BehaviourEncoder, graph: dgl.DGLHeteroGraph, optimiser: O
 
 def save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epoch: int, metrics: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"state": model.state_dict(), "signature": model.signature.as_dict(), "encoder": enc.model_dump(),
+        torch.save({"state": model.state_dict(), "signature": model.signature.as_dict(), "encoder": enc.model_dump(mode="json"),
                     "epoch": epoch, "metrics": metrics}, tmp)
 
 
@@ -177,7 +178,7 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     history, best = fit(run_epoch, enc.epochs, enc.patience, "recall@20", progress=progress,
                         keep_best=lambda row: save_checkpoint(workspace.checkpoint, model, enc, row["epoch"], row),
                         label=f"{enc.kind} epochs")
-    report = {"encoder": enc.model_dump(), "graph": graph_stats, "best_epoch": best["epoch"],
+    report = {"encoder": enc.model_dump(mode="json"), "graph": graph_stats, "best_epoch": best["epoch"],
               "validation": {k: best[k] for k in ("recall@20", "ndcg@20", "hit@20")},
               "popularity": baseline, "history": history, "dataset": config.name}
     write_json(workspace.file(ENCODER_REPORT), report)
@@ -189,7 +190,11 @@ def load_encoder(path: Path, graph: dgl.DGLHeteroGraph, enc: EncoderConfig,
     """Rebuild a trained encoder; a checkpoint made for another graph or shape is refused."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint; train one first ('reland encoder train')")
-    saved = torch.load(path, map_location="cpu")
+    try:  # tensors and plain values only: a planted checkpoint cannot run code on load
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path}: not a plain checkpoint (it holds pickled objects, which could run code), "
+                         f"refused; retrain the encoder ('reland encoder train'). {str(error).splitlines()[0]}") from None
     signature = GraphSignature(tuple(tuple(n) for n in saved["signature"]["nodes"]),
                                tuple(tuple(r) for r in saved["signature"]["relations"]))
     if signature != GraphSignature.of(graph):

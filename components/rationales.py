@@ -16,6 +16,8 @@ import copy
 import hashlib
 import hmac
 import json
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from components.prompts import (TEMPLATE_VERSION, HistoryItem, Profile, build_me
 from components.workspace import Workspace, atomic_path, write_json
 from models.llm import Completion, LLMBackend
 
-PSEUDONYM_KEY = b"reland-seed-pseudonym"
+PSEUDONYM_KEY_ENV = "RELAND_PSEUDONYM_KEY"
 PROFILE_VERSION = "profile-v1"  # the profile control: rationales written from Step 0, no LLM
 
 
@@ -50,9 +52,24 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
                         stop_after_lines=2 if cfg.prompt == "cot" else 1, device=cfg.device)
 
 
-def pseudonym(user_id: str, salt: str) -> str:
+def pseudonym_key(workspace: Workspace) -> bytes:
+    """The secret behind pseudonyms: ``RELAND_PSEUDONYM_KEY``, else a random key generated into the
+    workspace on first use (owner-only).  Never in the source, so nobody outside can reverse a
+    pseudonym by hashing candidate ids."""
+    if os.environ.get(PSEUDONYM_KEY_ENV):
+        return os.environ[PSEUDONYM_KEY_ENV].encode()
+    path = workspace.pseudonym_key
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def pseudonym(user_id: str, key: bytes) -> str:
     """A stable stand-in for a user id, for anything that leaves the process."""
-    return hmac.new(PSEUDONYM_KEY + salt.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:16]
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def seed_histories(data: PreparedDataset, seeds: np.ndarray, task: str, batch_rows: int) -> dict[int, list[HistoryItem]]:
@@ -145,7 +162,8 @@ def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame,
     path = data.stats["category_style"] == "path"
     histories = seed_histories(data, seeds["user_idx"].to_numpy(), config.encoder.task, config.data.chunk_rows)
     version = TEMPLATE_VERSION[cfg.prompt]
-    users = {int(u): pseudonym(str(raw), config.name) for u, raw in zip(seeds["user_idx"], seeds["user_id"])}
+    key = pseudonym_key(workspace)
+    users = {int(u): pseudonym(str(raw), key) for u, raw in zip(seeds["user_idx"], seeds["user_id"])}
     jobs = []
     for seed in seeds["user_idx"]:
         history = histories[int(seed)]

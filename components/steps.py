@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from components.config import Config
 from components.workspace import (CHECKPOINT, ENCODER, FEAST_REGISTRY, ITEM_TEXT, LLM_CACHE, POOL_POINTER, PREPARED,
-                                  RANKER_BACKBONES, RATIONALE_TABLE, SEEDS, STUDIES, USER_RATIONALES, USER_VECTORS, Workspace,
+                                  PSEUDONYM_KEY, RANKER_BACKBONES, RATIONALE_TABLE, SEEDS, STUDIES, USER_RATIONALES, USER_VECTORS, Workspace,
                                   read_json, write_json)
 
 
@@ -179,10 +179,11 @@ class PoolVariant:
     overrides: dict[str, dict]
 
     def workspace(self, base: Workspace) -> Workspace:
-        """``studies/<name>`` linking the base's data, encoder, item text, trained backbones and LLM cache."""
+        """``studies/<name>`` linking the base's data, encoder, item text, trained backbones, LLM cache and
+        pseudonym key."""
         child = Workspace(base.root / STUDIES / self.name)
         base.dir(RANKER_BACKBONES)  # linked before it holds anything: backbones trained later are shared too
-        for relative in (PREPARED, ENCODER, ITEM_TEXT, RANKER_BACKBONES, LLM_CACHE):
+        for relative in (PREPARED, ENCODER, ITEM_TEXT, RANKER_BACKBONES, LLM_CACHE, PSEUDONYM_KEY):
             link = child.root / relative
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists() and (base.root / relative).exists():  # relative: the pair can move together

@@ -32,6 +32,7 @@ SEEDS = "pool/seeds.parquet"
 RATIONALE_TABLE = "pool/rationales.parquet"
 RATIONALE_SUMMARY = "pool/rationales.json"
 LLM_CACHE = "pool/llm_cache.sqlite"
+PSEUDONYM_KEY = "pool/pseudonym.key"  # the HMAC key of the users' pseudonyms (owner-only)
 MILVUS_FILE = "pool/milvus.db"
 POOL_POINTER = "pool/current.json"
 POOL_VERSIONS = "pool/versions.json"
@@ -114,6 +115,10 @@ class Workspace:
     @property
     def llm_cache(self) -> Path:
         return self.file(LLM_CACHE)
+
+    @property
+    def pseudonym_key(self) -> Path:
+        return self.file(PSEUDONYM_KEY)
 
     @property
     def milvus_file(self) -> Path:

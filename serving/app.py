@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections import Counter
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field, field_validator
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+from typing_extensions import Annotated
 
 from components.config import Config
 from components.data.tables import SPLIT_COLUMN, VALID, PreparedDataset
@@ -28,10 +30,16 @@ from components.workspace import Workspace
 from models.recommenders import Recommender, serving_rows
 
 
+MAX_ID_CHARS = 256
+MAX_CANDIDATES = 10_000
+MAX_BODY_BYTES = 4 * 1024 * 1024  # room for MAX_CANDIDATES ids of MAX_ID_CHARS/2 characters, JSON-quoted
+RawId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
+
+
 class RankRequest(BaseModel):
-    user_id: str = Field(..., min_length=1, description="the user's raw id")
-    candidates: list[str] = Field(..., min_length=1, max_length=10_000,
-                                  description="raw item ids to rank, each once (a repeated id is rejected with 422)")
+    user_id: RawId = Field(..., description="the user's raw id")
+    candidates: list[RawId] = Field(..., min_length=1, max_length=MAX_CANDIDATES,
+                                    description="raw item ids to rank, each once (a repeated id is rejected with 422)")
     k: int = Field(10, ge=1, le=1000, description="items to return")
 
     @field_validator("candidates")
@@ -163,6 +171,39 @@ def registry_version(model_uri: str) -> dict[str, str | None]:
     return {"model_name": name, "model_version": str(version), "model_alias": None}
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413, whether it declares its length
+    or streams in chunks; reading stops at the limit, so an oversized body never sits in memory."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        messages, seen = [], 0
+        while True:  # the body, read up to the limit, then replayed to the app
+            message = await receive()
+            messages.append(message)
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        detail = f"request body over {self.limit} bytes: send at most {MAX_CANDIDATES} candidates"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
 def create_app(workspace: Workspace, config: Config, model_uri: str | None = None) -> FastAPI:
     """The service; the model and the feature store load at startup (``/ready`` says when)."""
     state: dict[str, Ranker | str] = {}
@@ -178,6 +219,7 @@ def create_app(workspace: Workspace, config: Config, model_uri: str | None = Non
     app = FastAPI(title="RELAND ranking service", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Ranks candidate items for a user with the registered ranker and Feast features.")
     app.state.workspace = workspace
+    app.add_middleware(BodyLimit)
     serve_swagger_offline(app)
 
     @app.get("/health")

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from components.behaviour import embed_users, load_encoder, train_behaviour_encoder
 from components.config import load_config
@@ -87,6 +88,25 @@ def test_checkpoint_for_another_graph_or_shape_is_refused(workspace, tmp_path):
     graph, _ = build_graph(PreparedDataset(workspace.prepared), "cf")
     with pytest.raises(ValueError, match="encoder.dim=16 but the configuration asks for 32"):
         load_encoder(checkpoint, graph, small_config(dim=32).encoder)
+
+
+class _RunsCode:
+    """A pickled object whose loading would call ``os.system``: what a planted checkpoint carries."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch planted-checkpoint-ran",)
+
+
+def test_a_planted_checkpoint_is_refused_without_running_its_code(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    planted = tmp_path / "checkpoint.pt"
+    torch.save({"state": {}, "payload": _RunsCode()}, planted)
+    graph, _ = build_graph(PreparedDataset(workspace.prepared), "cf")
+    with pytest.raises(ValueError, match="checkpoint.pt: not a plain checkpoint .* refused; retrain the encoder"):
+        load_encoder(planted, graph, small_config().encoder)
+    assert not (tmp_path / "planted-checkpoint-ran").exists()
 
 
 def test_cold_users_get_a_marked_defined_vector(tmp_path):

@@ -102,9 +102,26 @@ def test_unknown_user_takes_the_cold_start_path(service):
                                           ({"user_id": "u", "k": 3}, "candidates"),
                                           ({"user_id": "", "candidates": ["a"]}, "user_id"),
                                           ({"user_id": "u", "candidates": [], "k": 3}, "candidates"),
-                                          ({"user_id": "u", "candidates": ["a", "b", "a"]}, "candidates")])
+                                          ({"user_id": "u", "candidates": ["a", "b", "a"]}, "candidates"),
+                                          ({"user_id": "u" * 257, "candidates": ["a"]}, "user_id"),
+                                          ({"user_id": "u", "candidates": ["a", "b" * 257]}, 1),
+                                          ({"user_id": "u", "candidates": [str(i) for i in range(10_001)]}, "candidates")])
 def test_malformed_requests_get_422_naming_the_field(service, body, field):
     client, _ = service
     response = client.post("/rank", json=body)
     assert response.status_code == 422
     assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
+
+
+def test_an_oversized_body_gets_413_before_it_is_read(service):
+    """Declared or streamed in chunks (no Content-Length), a body over the limit is refused, not parsed."""
+    from serving.app import MAX_BODY_BYTES
+
+    client, _ = service
+    big = b'{"user_id": "u", "candidates": ["' + b"x" * MAX_BODY_BYTES + b'"]}'
+    declared = client.post("/rank", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "request body over" in declared.json()["detail"]
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    streamed = client.post("/rank", content=chunks, headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert client.get("/health").status_code == 200
