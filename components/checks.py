@@ -13,7 +13,7 @@ def validate_interactions(config: Config, workspace: Workspace) -> dict:
     from validation.gate import run_gate
     from validation.suites import interaction_chunks, interaction_suite
 
-    staged = workspace.root / "raw" / INTERACTIONS
+    staged = workspace.staged / INTERACTIONS
     if not staged.exists():
         raise FileNotFoundError(f"{staged}: nothing loaded yet; run 'reland data prepare' first")
     latest = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)

@@ -55,6 +55,8 @@ class DataConfig(_Section):
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     max_seq_len: int = Field(50, ge=2, description="sequence cap for sequential recommendation")
     chunk_rows: int = Field(1_000_000, ge=10, description="rows per streamed chunk (bounds memory)")
+    timestamp_range: tuple[int, int | None] = Field(
+        (0, None), description="plausible interaction times, seconds since the epoch (None: up to a day from now)")
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> "DataConfig":

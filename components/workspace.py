@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 # Every artefact's place, relative to the workspace root: the one list of the layout (step
 # records name their outputs with these, so nothing else spells a file name).
+STAGED = "raw"  # the source as loaded (ordinal ids, before the k-core filter)
 PREPARED = "data"
 ENCODER = "encoder"  # the encoder's checkpoint, vectors and reports
 STUDIES = "studies"  # derived workspaces of the studies, one per pool variant
@@ -82,6 +83,11 @@ class Workspace:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def staged(self) -> Path:
+        """The staged source's folder: what the interactions gate checks."""
+        return self.root / STAGED
 
     @property
     def prepared(self) -> Path:
@@ -189,13 +195,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     A crash or an exception leaves ``target`` as it was (absent or the previous version)
-    and removes the partial file or folder.
+    and removes the partial file or folder; so does a body that writes nothing at the path.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
     try:
         yield tmp
+        if not tmp.exists():
+            return
         if tmp.is_dir() and target.is_dir():  # folders cannot be replaced in one step: swap via a side name
             os.replace(target, tmp.parent / "previous")
         os.replace(tmp, target)

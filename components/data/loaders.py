@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def detect_format(folder: Path) -> str:
                              "name it with --format")
 
 
-def load_dataset(folder: Path, fmt: str = "auto", columns: ColumnMapping | None = None) -> RawDataset:
-    """Read a dataset folder into memory (any format but ``staged``) and check it."""
+def load_dataset(folder: Path, fmt: str = "auto", columns: ColumnMapping | None = None,
+                 timestamp_range: tuple[int, int | None] = (0, None)) -> RawDataset:
+    """Read a dataset folder into memory (any format but ``staged``) and check it (interaction times
+    within ``timestamp_range``, seconds since the epoch; an open end is a day from now)."""
     folder = Path(folder)
     fmt = detect_format(folder) if fmt == "auto" else fmt
     loaders = {"recbole": load_recbole, "movielens": load_movielens, "amazon": load_amazon,
@@ -79,7 +82,7 @@ def load_dataset(folder: Path, fmt: str = "auto", columns: ColumnMapping | None 
     if fmt not in loaders:
         raise ValueError(f"format '{fmt}' cannot be loaded into memory; choose one of {', '.join(loaders)}")
     raw = loaders[fmt](folder)
-    check_raw(raw)
+    check_raw(raw, timestamp_range)
     return raw
 
 
@@ -106,6 +109,8 @@ def read_delimited(path: Path, sep: str, header: bool = True, names: list[str] |
                    fallback_encoding: str | None = None) -> pd.DataFrame:
     """Parse a delimited text file into string columns, plus its 1-based ``line`` numbers."""
     text = read_text(path, fallback_encoding)
+    if header or names:
+        _check_field_counts(text, sep, path, None if header else len(names or []))
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, names=names, dtype=str,
                          keep_default_na=False, quoting=csv.QUOTE_NONE, engine="python" if len(sep) > 1 else "c")
@@ -116,6 +121,20 @@ def read_delimited(path: Path, sep: str, header: bool = True, names: list[str] |
         raise InputError(path, "file has a header but no rows")
     df["line"] = np.arange(len(df)) + (2 if header else 1)
     return df
+
+
+def _check_field_counts(text: str, sep: str, path: Path, names: int | None) -> None:
+    """Every row as many fields as the header (or ``names``): pandas would shift a longer first row
+    into an index and pad a shorter one, and a later check would then blame the wrong file."""
+    lines = text.splitlines()
+    first = 0 if names else 1
+    expected = names or (lines[0].count(sep) + 1 if lines else 0)
+    counts = np.fromiter((line.count(sep) + 1 if line else expected for line in lines[first:]), np.int64,
+                         max(len(lines) - first, 0))
+    bad = _first(counts != expected)
+    if bad is not None:
+        raise InputError(path, f"{counts[bad]} fields where {'the header has' if not names else 'the format has'} "
+                         f"{expected}", line=first + bad + 1)
 
 
 def require_columns(df: pd.DataFrame, path: Path, wanted: list[str]) -> None:
@@ -175,8 +194,19 @@ def _recbole_file(folder: Path, suffix: str, required: bool) -> Path | None:
 
 
 def _read_recbole(path: Path) -> pd.DataFrame:
+    """An atomic file: ``name:type`` headers; ``float`` columns hold numbers (or nothing), checked here."""
     df = read_delimited(path, sep="\t")
-    df.columns = [c.split(":", 1)[0] if c != "line" else c for c in df.columns]
+    typed = [c.split(":", 1) if ":" in c else [c, "token"] for c in df.columns if c != "line"]
+    df.columns = [name for name, _ in typed] + ["line"]
+    for name, kind in typed:
+        if kind in ("float", "float_seq"):
+            values = df[name].str.split(" ").explode() if kind == "float_seq" else df[name]
+            numeric = pd.to_numeric(values.replace("", np.nan), errors="coerce")
+            bad = _first((numeric.isna() & (values != "")).to_numpy())
+            if bad is not None:
+                row = values.index[bad]
+                raise InputError(path, f"{values.iloc[bad]!r} is not a number (the header types it '{kind}')",
+                                 column=name, line=int(df["line"].loc[row]))
     return df
 
 
@@ -310,9 +340,19 @@ def _first(mask: np.ndarray) -> int | None:
     return int(np.argmax(mask)) if mask.any() else None
 
 
-def check_raw(raw: RawDataset) -> None:
+def check_raw(raw: RawDataset, timestamp_range: tuple[int, int | None] = (0, None)) -> None:
     """Reject bad input with one error naming file, line and column of the first offence."""
     inter, items = raw.interactions, raw.items
+    if not raw.synthetic_timestamps:
+        earliest, latest = timestamp_range
+        latest = int(time.time()) + 86_400 if latest is None else latest
+        times = inter["timestamp"].to_numpy()
+        bad = _first((times < earliest) | (times > latest))
+        if bad is not None:
+            when = pd.Timestamp(int(times[bad]), unit="s") if abs(int(times[bad])) < 2**33 else "far outside any calendar"
+            raise InputError(raw.interactions_path, f"timestamp {int(times[bad])} ({when}) is outside the plausible range "
+                             f"[{earliest}, {latest}]; fix the row or set data.timestamp_range",
+                             column="timestamp", line=int(inter["line"].iloc[bad]))
     for column in ("user_id", "item_id"):
         bad = _first((inter[column].astype(str).str.strip() == "").to_numpy())
         if bad is not None:

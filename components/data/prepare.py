@@ -35,7 +35,7 @@ def stage_source(config: Config, staging: Path, progress: bool = True) -> Path:
     fmt = loaders.detect_format(folder) if data.format == "auto" else data.format
     if fmt == "staged":
         return folder
-    raw = loaders.load_dataset(folder, fmt, data.columns)
+    raw = loaders.load_dataset(folder, fmt, data.columns, data.timestamp_range)
     loaders.stage(raw, staging, source=str(folder))
     return staging
 
@@ -108,17 +108,24 @@ def prepare_data(config: Config, workspace: Workspace, progress: bool = True) ->
     ``users.parquet`` (index ↔ raw id maps with profiles) and ``stats.json``.
     """
     started = time.perf_counter()
-    staged = stage_source(config, workspace.root / "raw", progress)
-    core = k_core(staged, config.data.k_core, config.data.chunk_rows)
-    if core.filtered["interactions"] == 0:
-        raise ValueError(f"{staged}: no interactions survive the {config.data.k_core}-core filter")
-    with atomic_path(workspace.prepared) as out:  # all tables or none: a failure keeps the old ones
-        out.mkdir()
-        splits = _write_interactions(staged, out / INTERACTIONS, core, config.data, progress)
-        _write_items(staged, out / ITEMS, core)
-        _write_users(staged, out / USERS, core, config.data.chunk_rows)
-        _write_stats(out / STATS, config, StagedMeta.load(staged), core, splits, time.perf_counter() - started)
+    # raw/ and data/ are published together or not at all: a rejected input leaves both as they were
+    # (an already staged source is read in place, and raw/ keeps what it had).
+    with atomic_path(workspace.staged) as staging:
+        staged = stage_source(config, staging, progress)
+        core = k_core(staged, config.data.k_core, config.data.chunk_rows)
+        if core.filtered["interactions"] == 0:
+            raise ValueError(f"{_source_name(config)}: no interactions survive the {config.data.k_core}-core filter")
+        with atomic_path(workspace.prepared) as out:
+            out.mkdir()
+            splits = _write_interactions(staged, out / INTERACTIONS, core, config.data, progress)
+            _write_items(staged, out / ITEMS, core)
+            _write_users(staged, out / USERS, core, config.data.chunk_rows)
+            _write_stats(out / STATS, config, StagedMeta.load(staged), core, splits, time.perf_counter() - started)
     return PreparedDataset(workspace.prepared)
+
+
+def _source_name(config: Config) -> str:
+    return "the synthetic shop" if config.data.source == "synthetic" else str(config.data.source_path())
 
 
 def _write_stats(path: Path, config: Config, meta: StagedMeta, core: CoreResult, splits: dict, seconds: float) -> None:
@@ -139,7 +146,8 @@ def dataset_stats(folder: Path, fmt: str = "auto", k: int = 5, data: DataConfig 
     with tempfile.TemporaryDirectory() as scratch:
         staged = folder if fmt == "staged" else Path(scratch) / "raw"
         if fmt != "staged":
-            loaders.stage(loaders.load_dataset(folder, fmt, data.columns), staged, source=str(folder))
+            loaders.stage(loaders.load_dataset(folder, fmt, data.columns, data.timestamp_range), staged,
+                          source=str(folder))
         core = k_core(staged, k, data.chunk_rows)
         meta = StagedMeta.load(staged)
     return {"format": meta.format, "source": str(folder), "loaded": core.loaded, "filtered": core.filtered,

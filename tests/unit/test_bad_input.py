@@ -36,6 +36,14 @@ CASES = {
     "item without metadata": (lambda t: t + "U0\tNOPE\t4\t1600000000\n", r"column 'item_id'.*'NOPE' has no metadata"),
     "empty file": (lambda t: "", r"file is empty"),
     "header only": (lambda t: t.splitlines()[0] + "\n", r"header but no rows"),
+    "negative timestamp": (lambda t: t.replace("\n", "\nU0\tI1\t4\t-5\n", 1),
+                           r"line 2, column 'timestamp'.*-5 .* outside the plausible range"),
+    "far-future timestamp": (lambda t: t + "U0\tI1\t4\t99999999999\n", r"column 'timestamp'.*99999999999.*outside"),
+    "words in a float column": (lambda t: t.replace("\n", "\nU0\tI1\tgreat\t1600000000\n", 1),
+                                r"line 2, column 'rating'.*'great' is not a number \(the header types it 'float'\)"),
+    "extra field in the first row": (lambda t: t.replace("\n", "\nU0\tI1\t4\t1600000000\tx\n", 1),
+                                     r"line 2: 5 fields where the header has 4"),
+    "short row later": (lambda t: t + "U0\tI1\n" + t.splitlines()[1] + "\n", r"line \d+: 2 fields where the header has 4"),
 }
 
 
@@ -96,3 +104,28 @@ def test_failed_rerun_keeps_previous_good_tables(tmp_path):
         _prepare(bad, tmp_path)
     pd.testing.assert_frame_equal(prepared.interactions(), before)
     assert not [p for p in (tmp_path / "ws").rglob(".*") if p.name.startswith(".")]
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rejected_input_leaves_the_prepared_workspace_byte_identical(tmp_path):
+    """Rejected after staging (nothing survives the k-core filter): raw/ and data/ stay exactly as they were."""
+    _prepare(write_recbole(tmp_path / "good", random_log()), tmp_path)
+    before = _tree(tmp_path / "ws")
+    sparse = pd.DataFrame({"user_id": [f"U{i}" for i in range(20)], "item_id": [f"I{i}" for i in range(20)],
+                           "timestamp": 1_600_000_000 + pd.RangeIndex(20)})
+    sparse.attrs["items"] = list(sparse["item_id"])
+    with pytest.raises(ValueError, match=r"sparse.*: no interactions survive the 5-core filter"):
+        _prepare(write_recbole(tmp_path / "sparse", sparse), tmp_path)
+    assert _tree(tmp_path / "ws") == before
+
+
+def test_the_first_ragged_row_is_the_one_named(tmp_path):
+    from components.data.loaders import read_delimited
+
+    path = tmp_path / "log.tsv"
+    path.write_text("user\titem\ttime\nU0\tI0\t1\nU1\tI1\t2\nU2\tI2\nU3\tI3\t4\t5\n")
+    with pytest.raises(InputError, match=rf"^{path}, line 4: 2 fields where the header has 3$"):
+        read_delimited(path, "\t")
