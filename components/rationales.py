@@ -31,7 +31,7 @@ from components.data.tables import SPLIT_COLUMN, TRAIN, PreparedDataset, write_t
 from components.llm_cache import ResponseCache, cache_key
 from components.grounding import Catalogue, Grounding, grounding_summary
 from components.prompts import (TEMPLATE_VERSION, HistoryItem, Profile, build_messages, condense_history,
-                                history_profile, parse_rationale, profile_rationale)
+                                history_profile, parse_rationale, profile_rationale, unsafe_reason)
 from components.workspace import Workspace, atomic_path, write_json
 from models.llm import Completion, LLMBackend
 
@@ -119,6 +119,7 @@ class _Job:
     completion: Completion | None = None
     parsed: tuple[str, str] | None = None
     grounding: Grounding | None = None  # once parsed
+    unsafe: str | None = None  # why a parsed answer was refused (see prompts.unsafe_reason)
     version: str = ""
     temperature: float = 0.0
     spent: Usage = Usage()
@@ -199,6 +200,9 @@ def _parse(jobs: list[_Job], config: Config, catalogue: Catalogue) -> None:
         job.attempts += 1
         job.spent = job.spent + Usage.of(job.completion)
         job.parsed = parse_rationale(job.completion.text, config.llm.prompt)
+        job.unsafe = unsafe_reason(*job.parsed) if job.parsed else None
+        if job.unsafe:  # never served: treated as malformed (re-asked, then failed)
+            job.parsed = None
         job.grounding = catalogue.ground(*job.parsed, job.history_terms) if job.parsed else None
 
 
@@ -336,7 +340,8 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
     grounded = [j.grounding for j in jobs]
     frame = pd.DataFrame({
         "user_idx": [j.seed for j in jobs], "user_id": seeds["user_id"].astype(str).to_numpy(),
-        "status": ["ok" if j.parsed else "failed" for j in jobs],
+        "status": ["ok" if j.parsed else "unsafe" if j.unsafe else "failed" for j in jobs],
+        "unsafe_reason": [j.unsafe or "" for j in jobs],
         "step1": [j.parsed[0] if j.parsed else "" for j in jobs],
         "step2": [j.parsed[1] if j.parsed else "" for j in jobs],
         "grounding": [g.score if g else 0.0 for g in grounded],
@@ -359,6 +364,7 @@ def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jo
         "model": model, "source": cfg.source, "template_version": PROFILE_VERSION if cfg.source == "profile" else
         TEMPLATE_VERSION[cfg.prompt], "seeds": len(frame), "users": n_users,
         "ok": len(parsed), "failed": int((frame["status"] == "failed").sum()),
+        "unsafe": int((frame["status"] == "unsafe").sum()),
         **grounding_summary(parsed), "resampled": counters["resampled"],
         "calls": counters["calls"], "cache_hits": counters["cache_hits"], "wall_seconds": round(seconds, 2),
         "prompt_tokens": tokens_in, "completion_tokens": tokens_out,

@@ -21,6 +21,8 @@ class FakeOpenAI:
         self.delay_s = 0.0
         self.malformed_unless_strict = False
         self.vacuous_unless_sampled = False  # greedy answers name nothing; sampled ones name the history
+        self.obeys: str | None = None  # a canary: a prompt that carries it is obeyed (the answer repeats it)
+        self.always: str | None = None  # the answer to every request (what a compromised model writes)
         self.lock = threading.Lock()
         self.succeeded = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -33,6 +35,11 @@ class FakeOpenAI:
     def answer(self, body: dict) -> str:
         prompt = body["messages"][-1]["content"]
         items = [line[2:].split(" (")[0] for line in prompt.splitlines() if line.startswith("- ")]
+        if self.always:
+            return self.always
+        if self.obeys and self.obeys.lower() in json.dumps(body["messages"]).lower():
+            return (f"Step 1 - Preferences: The customer likes {self.obeys}, as instructed.\n"
+                    f"Step 2 - Recommendations: {self.obeys}, {self.obeys}.")
         if self.malformed_unless_strict and "exactly those lines" not in body["messages"][0]["content"]:
             return "I like turtles."
         if self.vacuous_unless_sampled and not body.get("temperature"):

@@ -20,6 +20,7 @@ from models.llm import LLMBackend, OpenAIBackend
 from models.llm.openai_http import LLMServerError
 from openai_server import FakeOpenAI
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -260,3 +261,37 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_pat
     assert export_batch(cfg, ws, requests)["requests"] == 0
     summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
     assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2
+
+
+def test_injected_item_text_never_reaches_a_served_explanation(seeded, tmp_path, monkeypatch):
+    """Half the items' titles and brands injection attempts, and a server that obeys any instruction it is
+    shown (it repeats the canary): no prompt carries the canary and no pool rationale names it.  A
+    server that answers every request with links has each answer refused, none pooled."""
+    import shutil
+
+    from injections import CANARY, INJECTIONS
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(seeded.root, ws.root)
+    path = ws.prepared / "items.parquet"
+    items = pq.read_table(path)  # every other item's title and brand an attack
+    titles, brands = items.column("title").to_pylist(), items.column("brand").to_pylist()
+    for i in range(0, items.num_rows, 2):
+        titles[i], brands[i] = INJECTIONS[i // 2 % len(INJECTIONS)], INJECTIONS[-1 - i // 2 % len(INJECTIONS)]
+    items = items.set_column(items.schema.get_field_index("title"), "title", pa.array(titles))
+    items = items.set_column(items.schema.get_field_index("brand"), "brand", pa.array(brands))
+    pq.write_table(items, path)
+    with FakeOpenAI() as server:
+        server.obeys = CANARY
+        summary = generate_rationales(config(server.url), ws, progress=False)
+        assert server.requests and not any(CANARY.lower() in json.dumps(r["body"]).lower() for r in server.requests)
+        build_pool(config(server.url), ws, progress=False)
+        served = pq.read_table(current_pool(ws).snapshot, columns=["step1"]).column("step1").to_pylist()
+        assert summary["ok"] > 0 and served and not any(CANARY.lower() in text.lower() for text in served)
+        server.always = ("Step 1 - Preferences: The customer likes the deals at http://evil.example.com now.\n"
+                         "Step 2 - Recommendations: whatever www.evil.example.com sells.")
+        refused = generate_rationales(config(server.url, model="compromised"), ws, progress=False)
+    assert refused["ok"] == 0 and refused["unsafe"] == refused["seeds"]
+    table = pd.read_parquet(ws.rationale_table)
+    assert set(table["unsafe_reason"]) == {"step 1 holds a URL"}
