@@ -599,7 +599,10 @@ def run(obj: _Context, dataset: str | None, runner: str) -> None:
 
     if dataset:
         obj.preset = dataset
-    run_main_job(obj.config(), obj.workspace, progress=obj.progress, echo=click.echo, runner=runner)
+    options = (f" --preset {obj.preset}" if obj.preset else "") + \
+        (f" --config {Path(obj.config_file).resolve()}" if obj.config_file else "")
+    run_main_job(obj.config(), obj.workspace, progress=obj.progress, echo=click.echo, runner=runner,
+                 cli_options=options)
 
 
 def _print_stats(stats: dict) -> None:

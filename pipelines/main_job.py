@@ -18,8 +18,11 @@ RANKER_VARIANTS = ("item_text", "reland")  # the ranker without and with the rat
 
 
 def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
-                 echo: Callable[[str], None] = print, runner: str = "kfp") -> dict:
+                 echo: Callable[[str], None] = print, runner: str = "kfp", cli_options: str = "") -> dict:
     """Run the platform end to end, print what it produced and where, write ``run.json``.
+
+    ``cli_options`` (e.g. `` --config run.yaml``) go into the printed follow-up commands, so they
+    open the same configuration (and so the same registered model) as this run.
 
     ``runner="kfp"`` executes the reasoning_pool, user_rationales and train_ranker pipelines
     with the local Kubeflow runner (each task a subprocess); ``"inline"`` runs the same steps
@@ -62,8 +65,9 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
          f"{data['filtered']['interactions']:,} interactions after {data['k_core']}-core")
     echo(f"encoder ({config.encoder.kind}): validation recall@20 {encoder['validation']['recall@20']:.4f} "
          f"vs popularity {encoder['popularity']['recall@20']:.4f}")
-    echo(f"seeds: {results['sample_seeds']['seeds']:,}; LLM calls {llm['calls']:,} (cache hits "
-         f"{llm['cache_hits']:,}), {llm['prompt_tokens'] + llm['completion_tokens']:,} tokens, "
+    echo(f"seeds: {results['sample_seeds']['seeds']:,}; LLM answers {llm['calls'] + llm['cache_hits']:,} "
+         f"({llm['calls']:,} paid by this run, {llm['cache_hits']:,} from the cache), "
+         f"{llm['prompt_tokens'] + llm['completion_tokens']:,} tokens, "
          f"{llm['llm_seconds']:.0f} LLM-s, ~${llm['estimated_usd']:.2f}; per-user inference would need "
          f"{llm['per_user_inference']['calls']:,} calls")
     echo(f"pool v{pool['version']}: {pool['size']:,} rationales in Milvus ({workspace.located(pool['uri'])})")
@@ -87,9 +91,10 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     model_uri = _register_best(rankers, results, workspace, started_at)
     echo(f"registered ranker: {model_uri}")
     _log_cost_quality(rankers, results, workspace, llm)
-    echo(f"look again: reland -w {workspace.root} features show {sample}")
+    command = f"reland -w {workspace.root}{cli_options}"
+    echo(f"look again: {command} features show {sample}")
     echo(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri(workspace)}")
-    echo(f"serve:      reland -w {workspace.root} serve --port 8000   (POST /rank)")
+    echo(f"serve:      {command} serve --port 8000   (POST /rank)")
     summary = {"dataset": config.name, "runner": runner, "seconds": timings,
                "wall_seconds": round(time.time() - started_at, 2)}
     write_json(workspace.file(RUN_SUMMARY), summary)

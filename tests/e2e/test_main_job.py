@@ -79,6 +79,10 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
         assert f"   {step}: up to date, skipped" in output, output
     assert "pipeline reasoning_pool (kfp.local.SubprocessRunner)" in output
     assert "Feast get_online_features(ranker" in output
+    assert f"serve:      reland -w {workspace} --config {config} serve --port 8000" in output, "the run's options"
+    answers = json.loads((workspace / "pool" / "rationales.json").read_text())
+    assert f"LLM answers {answers['calls'] + answers['cache_hits']:,} " \
+           f"({len(again):,} paid by this run, {len(paid):,} from the cache)" in output
     assert "with rationales (RELAND): test NDCG@10" in output and "without rationales (+f_item)" in output
     ndcg = {label: float(re.search(rf"{re.escape(label)}: test NDCG@10 ([0-9.]+)", output).group(1))
             for label in ("with rationales (RELAND)", "without rationales (+f_item)")}
