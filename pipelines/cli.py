@@ -613,6 +613,8 @@ def _print_stats(stats: dict) -> None:
         click.echo(f"{name:10}{s['users']:>12,}{s['items']:>12,}{s['interactions']:>15,}{s['sparsity']:>11.4%}")
     if stats.get("synthetic_timestamps"):
         click.echo("note: this dataset records order only; timestamps were synthesised from position")
+    for note in stats.get("notes", []):
+        click.echo(f"note: {note}")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import csv
 import io
 import re
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class RawDataset:
     items_path: Path
     category_style: str = "path"
     synthetic_timestamps: bool = False
+    notes: tuple[str, ...] = ()  # what loading detected or changed, for `data stats` and stats.json
 
 
 def detect_format(folder: Path) -> str:
@@ -81,7 +83,7 @@ def load_dataset(folder: Path, fmt: str = "auto", columns: ColumnMapping | None 
                "table": lambda f: load_table(f, columns or ColumnMapping())}
     if fmt not in loaders:
         raise ValueError(f"format '{fmt}' cannot be loaded into memory; choose one of {', '.join(loaders)}")
-    raw = loaders[fmt](folder)
+    raw = drop_unused_items(loaders[fmt](folder))
     check_raw(raw, timestamp_range)
     return raw
 
@@ -164,7 +166,10 @@ def split_categories(value: str, style: str) -> list[str]:
     text = clean_text(value)
     if not text:
         return []
-    parts = text.split(" > ") if style == "path" else re.split(r"[|,]\s*|\s+", text)
+    if style == "path":  # "A > B > C", or levels separated by commas or bars
+        parts = text.split(" > ") if " > " in text else re.split(r"\s*[|,]\s*", text)
+    else:  # genres: separated by commas or bars (multi-word ones stay whole), else by spaces (RecBole token_seq)
+        parts = re.split(r"\s*[|,]\s*", text) if re.search(r"[|,]", text) else text.split()
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -224,7 +229,12 @@ def load_recbole(folder: Path) -> RawDataset:
     interactions = pd.DataFrame({"user_id": inter["user_id"], "item_id": inter["item_id"], "timestamp": timestamps,
                                  "behaviour": "rating" if "rating" in inter.columns else "interaction",
                                  "line": inter["line"]})
-    item_path = _recbole_file(folder, "item", True)
+    item_path = _recbole_file(folder, "item", False)
+    if item_path is None:  # optional in RecBole too: ID-only
+        ids = interactions["item_id"].drop_duplicates()
+        items = item_frame(ids, pd.Series(np.zeros(len(ids), np.int64)))
+        return RawDataset("recbole", interactions, items, None, inter_path, inter_path, "tags", not has_time,
+                          notes=(f"no .item file in {folder}: ID-only, item text unavailable",))
     item = _read_recbole(item_path)
     require_columns(item, item_path, ["item_id"])
     genres = _first_present(item, ("class", "genre", "genres"))
@@ -340,6 +350,17 @@ def _first(mask: np.ndarray) -> int | None:
     return int(np.argmax(mask)) if mask.any() else None
 
 
+def drop_unused_items(raw: RawDataset) -> RawDataset:
+    """Catalogue items that no interaction mentions carry nothing to learn from: dropped, and said."""
+    used = raw.items["item_id"].isin(raw.interactions["item_id"]).to_numpy()
+    if used.all():
+        return raw
+    first = raw.items["item_id"].iloc[int(np.argmax(~used))]
+    note = (f"{int((~used).sum()):,} of {len(used):,} items in {raw.items_path.name} appear in no interaction "
+            f"(first {first!r}): dropped")
+    return dataclasses.replace(raw, items=raw.items[used].reset_index(drop=True), notes=(*raw.notes, note))
+
+
 def check_raw(raw: RawDataset, timestamp_range: tuple[int, int | None] = (0, None)) -> None:
     """Reject bad input with one error naming file, line and column of the first offence."""
     inter, items = raw.interactions, raw.items
@@ -370,10 +391,6 @@ def check_raw(raw: RawDataset, timestamp_range: tuple[int, int | None] = (0, Non
     if unknown is not None:
         raise InputError(raw.interactions_path, f"item {inter['item_id'].iloc[unknown]!r} has no metadata in "
                          f"{raw.items_path.name}", column="item_id", line=int(inter["line"].iloc[unknown]))
-    unused = _first(~items["item_id"].isin(inter["item_id"]).to_numpy())
-    if unused is not None:
-        raise InputError(raw.items_path, f"metadata for item {items['item_id'].iloc[unused]!r}, which no interaction "
-                         f"mentions", column="item_id", line=int(items["line"].iloc[unused]))
 
 
 def stage(raw: RawDataset, folder: Path, source: str) -> StagedMeta:
@@ -396,7 +413,7 @@ def stage(raw: RawDataset, folder: Path, source: str) -> StagedMeta:
     meta = StagedMeta(format=raw.format, source=source, n_users=len(user_ids), n_items=len(items),
                       rows=table.num_rows, behaviours=[str(b) for b in behaviours],
                       category_style=raw.category_style, synthetic_timestamps=raw.synthetic_timestamps,
-                      repeats_dropped=int((~keep).sum()))
+                      repeats_dropped=int((~keep).sum()), extra={"notes": list(raw.notes)} if raw.notes else {})
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         pq.write_table(table, tmp / "interactions.parquet")

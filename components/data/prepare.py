@@ -135,7 +135,7 @@ def _write_stats(path: Path, config: Config, meta: StagedMeta, core: CoreResult,
         "repeats_dropped": meta.repeats_dropped, "synthetic_timestamps": meta.synthetic_timestamps,
         "category_style": meta.category_style, "behaviours": meta.behaviours, "splits": splits,
         "split_ratios": list(config.data.split_ratios), "max_seq_len": config.data.max_seq_len,
-        "seconds": round(seconds, 3),
+        "notes": meta.extra.get("notes", []), "seconds": round(seconds, 3),
     })
 
 
@@ -151,4 +151,5 @@ def dataset_stats(folder: Path, fmt: str = "auto", k: int = 5, data: DataConfig 
         core = k_core(staged, k, data.chunk_rows)
         meta = StagedMeta.load(staged)
     return {"format": meta.format, "source": str(folder), "loaded": core.loaded, "filtered": core.filtered,
-            "k_core": k, "repeats_dropped": meta.repeats_dropped, "synthetic_timestamps": meta.synthetic_timestamps}
+            "k_core": k, "repeats_dropped": meta.repeats_dropped, "synthetic_timestamps": meta.synthetic_timestamps,
+            "notes": meta.extra.get("notes", [])}

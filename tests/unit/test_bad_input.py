@@ -67,11 +67,34 @@ def test_unreadable_encoding_names_the_line(tmp_path, recbole_folder):
     _assert_nothing_written(tmp_path)
 
 
-def test_metadata_for_unknown_item(tmp_path, recbole_folder):
+def test_catalogue_items_nobody_interacted_with_are_dropped_and_said(tmp_path, recbole_folder):
     path = next(recbole_folder.glob("*.item"))
     path.write_text(path.read_text() + "GHOST\tNobody\t2000\tDrama\n")
-    with pytest.raises(InputError, match=r"\.item, line \d+, column 'item_id': metadata for item 'GHOST'"):
-        _prepare(recbole_folder, tmp_path)
+    prepared = _prepare(recbole_folder, tmp_path)
+    assert "GHOST" not in set(prepared.items()["item_id"])
+    assert prepared.stats["notes"] == [f"1 of 26 items in {path.name} appear in no interaction (first 'GHOST'): dropped"]
+
+
+def test_a_recbole_dataset_without_an_item_file_runs_id_only(tmp_path, recbole_folder):
+    from components.data.prepare import dataset_stats
+
+    next(recbole_folder.glob("*.item")).unlink()
+    prepared = _prepare(recbole_folder, tmp_path)
+    assert prepared.items()["title"].isna().all() and prepared.n_items > 0
+    assert dataset_stats(recbole_folder)["notes"] == [f"no .item file in {recbole_folder}: ID-only, item text unavailable"]
+
+
+@pytest.mark.parametrize("text, style, expected", [
+    ("Beauty > Skin Care > Face", "path", ["Beauty", "Skin Care", "Face"]),
+    ("Beauty, Skin Care, Face", "path", ["Beauty", "Skin Care", "Face"]),
+    ("Comedy Drama", "tags", ["Comedy", "Drama"]),
+    ("Science Fiction, Film-Noir", "tags", ["Science Fiction", "Film-Noir"]),
+    ("Action|Adventure", "tags", ["Action", "Adventure"]),
+])
+def test_categories_in_the_shapes_real_files_use(text, style, expected):
+    from components.data.loaders import split_categories
+
+    assert split_categories(text, style) == expected
 
 
 def test_item_described_twice(tmp_path, recbole_folder):
