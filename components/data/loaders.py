@@ -148,13 +148,14 @@ def require_columns(df: pd.DataFrame, path: Path, wanted: list[str]) -> None:
 
 def to_timestamps(values: pd.Series, lines: pd.Series, path: Path, column: str) -> np.ndarray:
     """Seconds since the epoch as int64; the first non-numeric value is named."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = numeric.isna().to_numpy()
+    numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numeric) | (np.abs(numeric) >= 2.0**62)  # beyond int64 seconds: no instant at all
     if bad.any():
         first = int(np.argmax(bad))
-        raise InputError(path, f"timestamp {values.iloc[first]!r} is not a number", column=column,
+        problem = "is not a number" if np.isnan(numeric[first]) else "is out of any range of times"
+        raise InputError(path, f"timestamp {values.iloc[first]!r} {problem}", column=column,
                          line=int(lines.iloc[first]))
-    return numeric.to_numpy(dtype=np.float64).astype(np.int64)
+    return numeric.astype(np.int64)
 
 
 def positional_timestamps(user_ids: pd.Series) -> np.ndarray:
@@ -181,7 +182,10 @@ def item_frame(item_ids: pd.Series, lines: pd.Series, title=None, brand=None, ca
     def text(col):
         return [clean_text(v) or None for v in col] if col is not None else [None] * n
 
-    years = pd.to_numeric(pd.Series(year), errors="coerce").astype("Int32") if year is not None else pd.array([pd.NA] * n, "Int32")
+    years = pd.array([pd.NA] * n, "Int32")
+    if year is not None:  # an optional descriptive field: a value that is no year counts as missing
+        numeric = pd.to_numeric(pd.Series(year), errors="coerce")
+        years = numeric.where(numeric.between(0, 9999)).round().astype("Int32")
     return pd.DataFrame({
         "item_id": item_ids.astype(str).to_numpy(), "title": text(title), "brand": text(brand),
         "categories": list(categories) if categories is not None else [[] for _ in range(n)],
