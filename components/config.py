@@ -47,7 +47,7 @@ class ColumnMapping(_Section):
 
 class DataConfig(_Section):
     source: str = Field("synthetic", description="'synthetic' or a dataset folder (absolute, or under data_root)")
-    format: Literal["auto", "recbole", "movielens", "amazon", "table"] = "auto"
+    format: Literal["auto", "recbole", "movielens", "amazon", "table", "sequence"] = "auto"
     data_root: str = Field(default_factory=lambda: os.environ.get("RELAND_DATA_ROOT", DEFAULT_DATA_ROOT))
     domain: Literal["generic", "movies", "beauty", "sports"] = "generic"
     columns: ColumnMapping = ColumnMapping()
@@ -121,6 +121,7 @@ class SeedConfig(_Section):
 
 # The seed-budget sweep's default budgets (Figure 6), as fractions of users: the CLI study and the
 # Kubeflow sweep pipeline both read them from here.
+DATASET_FORMATS = ("recbole", "movielens", "amazon", "table", "sequence", "staged")  # what --format may name
 SWEEP_BUDGETS = (0.01, 0.025, 0.05, 0.10, 0.20, 0.50, 1.0)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from components.config import (BACKBONE_NAMES, SWEEP_BUDGETS, VARIANT_NAMES, Config, available_presets,
+from components.config import (BACKBONE_NAMES, DATASET_FORMATS, SWEEP_BUDGETS, VARIANT_NAMES, Config, available_presets,
                                load_config)
 from components.errors import InputError
 from components.workspace import Workspace
@@ -54,7 +54,7 @@ def data() -> None:
 
 @data.command("prepare")
 @click.option("--source", default=None, help="'synthetic' or a dataset folder (overrides the preset).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "recbole", "movielens", "amazon", "table", "staged"]),
+@click.option("--format", "fmt", type=click.Choice(["auto", *DATASET_FORMATS]),
               default=None, help="Dataset format (default: detected from the folder's files).")
 @click.option("--users", type=int, default=None, help="Synthetic data: number of users.")
 @click.pass_obj
@@ -77,7 +77,7 @@ def data_validate(obj: _Context) -> None:
 
 @data.command("stats")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["auto", "recbole", "movielens", "amazon", "table", "staged"]),
+@click.option("--format", "fmt", type=click.Choice(["auto", *DATASET_FORMATS]),
               default="auto", show_default=True, help="Dataset format; 'auto' detects it from the files.")
 @click.option("--k-core", "k", type=int, default=5, show_default=True, help="Minimum interactions per user and item.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

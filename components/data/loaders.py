@@ -35,7 +35,6 @@ from components.workspace import atomic_path
 
 # Order-only datasets get one second per position after this instant (2014-01-01 UTC).
 SYNTHETIC_EPOCH = 1_388_534_400
-FORMATS = ("recbole", "movielens", "amazon", "table", "staged")
 
 
 @dataclass
@@ -64,12 +63,14 @@ def detect_format(folder: Path) -> str:
         ("movielens", lambda: (folder / "ratings.dat").exists()),
         ("amazon", lambda: (folder / "user_sequence.txt").exists()),
         ("table", lambda: any(folder.glob("interactions.csv")) or any(folder.glob("interactions.parquet"))),
+        ("sequence", lambda: len(list(folder.glob("*.txt"))) == 1),
     ]
     for name, present in checks:
         if present():
             return name
     raise InputError(folder, "cannot tell the dataset format: expected *.inter (RecBole), ratings.dat (MovieLens), "
-                             "user_sequence.txt (Amazon), interactions.csv|parquet (table) or meta.json (staged); "
+                             "user_sequence.txt (Amazon), interactions.csv|parquet (table), one *.txt of user item … lines "
+                             "(sequence) or meta.json (staged); "
                              "name it with --format")
 
 
@@ -79,7 +80,7 @@ def load_dataset(folder: Path, fmt: str = "auto", columns: ColumnMapping | None 
     within ``timestamp_range``, seconds since the epoch; an open end is a day from now)."""
     folder = Path(folder)
     fmt = detect_format(folder) if fmt == "auto" else fmt
-    loaders = {"recbole": load_recbole, "movielens": load_movielens, "amazon": load_amazon,
+    loaders = {"recbole": load_recbole, "movielens": load_movielens, "amazon": load_amazon, "sequence": load_sequence,
                "table": lambda f: load_table(f, columns or ColumnMapping())}
     if fmt not in loaders:
         raise ValueError(f"format '{fmt}' cannot be loaded into memory; choose one of {', '.join(loaders)}")
@@ -115,7 +116,8 @@ def read_delimited(path: Path, sep: str, header: bool = True, names: list[str] |
         _check_field_counts(text, sep, path, None if header else len(names or []))
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, names=names, dtype=str,
-                         keep_default_na=False, quoting=csv.QUOTE_NONE, engine="python" if len(sep) > 1 else "c")
+                         keep_default_na=False, quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+                         engine="python" if len(sep) > 1 else "c")
     except pd.errors.ParserError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise InputError(path, f"malformed row ({exc})", line=int(match.group(1)) if match else None) from None
@@ -129,9 +131,11 @@ def _check_field_counts(text: str, sep: str, path: Path, names: int | None) -> N
     """Every row as many fields as the header (or ``names``): pandas would shift a longer first row
     into an index and pad a shorter one, and a later check would then blame the wrong file."""
     lines = text.splitlines()
+    quoted = sep == ","  # CSV may quote a field that holds commas
+    width = (lambda line: len(next(csv.reader([line])))) if quoted else (lambda line: line.count(sep) + 1)
     first = 0 if names else 1
-    expected = names or (lines[0].count(sep) + 1 if lines else 0)
-    counts = np.fromiter((line.count(sep) + 1 if line else expected for line in lines[first:]), np.int64,
+    expected = names or (width(lines[0]) if lines else 0)
+    counts = np.fromiter((width(line) if line else expected for line in lines[first:]), np.int64,
                          max(len(lines) - first, 0))
     bad = _first(counts != expected)
     if bad is not None:
@@ -278,7 +282,16 @@ def load_movielens(folder: Path) -> RawDataset:
 
 
 def load_amazon(folder: Path) -> RawDataset:
-    seq_path, items_path = folder / "user_sequence.txt", folder / "items.tsv"
+    """The Amazon 5-core release: ``user_sequence.txt`` and ``items.tsv`` keyed by ``asin``."""
+    return load_sequence(folder, folder / "user_sequence.txt", "amazon")
+
+
+def load_sequence(folder: Path, seq_path: Path | None = None, fmt: str = "sequence") -> RawDataset:
+    """The layout of public sequential-recommendation releases: one line per user, ``user item item …``
+    (or one ``user item`` pair per line) in time order, and an optional item table (``items.tsv`` or
+    ``.csv``, or the one ``*item*`` table) keyed by ``asin``/``item_id``/``item``/``id`` with a
+    ``title``/``name``/``item_name``/``keywords`` column."""
+    seq_path = seq_path or _sequence_file(folder)
     users, items, lines = [], [], []
     for number, line in enumerate(read_text(seq_path).splitlines(), start=1):
         fields = line.split()
@@ -291,17 +304,39 @@ def load_amazon(folder: Path) -> RawDataset:
         lines.extend([number] * (len(fields) - 1))
     user_ids = pd.Series(users)
     interactions = pd.DataFrame({"user_id": user_ids, "item_id": items, "timestamp": positional_timestamps(user_ids),
-                                 "behaviour": "review", "line": lines})
-    meta = read_delimited(items_path, "\t")
-    require_columns(meta, items_path, ["asin"])
-    title = _first_present(meta, ("title", "keywords"))
+                                 "behaviour": "review" if fmt == "amazon" else "interaction", "line": lines})
+    items_path = _item_table(folder)
+    if items_path is None:
+        ids = interactions["item_id"].drop_duplicates()
+        return RawDataset(fmt, interactions, item_frame(ids, pd.Series(np.zeros(len(ids), np.int64))), None, seq_path,
+                          seq_path, "path", synthetic_timestamps=True,
+                          notes=(f"no item table in {folder}: ID-only, item text unavailable",))
+    meta = read_delimited(items_path, "\t" if items_path.suffix == ".tsv" else ",")
+    key = _first_present(meta, ("asin", "item_id", "item", "id"))
+    if key is None:
+        raise InputError(items_path, "needs an item id column: asin, item_id, item or id", column="item_id")
+    title = _first_present(meta, ("title", "name", "item_name", "keywords"))
     if title is None:
-        raise InputError(items_path, "needs a 'title' or 'keywords' column", column="title")
-    cats = meta["categories"] if "categories" in meta.columns else None
-    items_df = item_frame(meta["asin"], meta["line"], title=title, brand=_first_present(meta, ("brand",)),
+        raise InputError(items_path, "needs a title column: title, name, item_name or keywords", column="title")
+    cats = _first_present(meta, ("categories", "category"))
+    items_df = item_frame(key, meta["line"], title=title, brand=_first_present(meta, ("brand",)),
                           categories=[split_categories(c, "path") for c in cats] if cats is not None else None,
                           description=_first_present(meta, ("description",)))
-    return RawDataset("amazon", interactions, items_df, None, seq_path, items_path, "path", synthetic_timestamps=True)
+    return RawDataset(fmt, interactions, items_df, None, seq_path, items_path, "path", synthetic_timestamps=True)
+
+
+def _sequence_file(folder: Path) -> Path:
+    found = sorted(folder.glob("*.txt"))
+    if len(found) != 1:
+        raise InputError(folder, f"expected one sequence file (*.txt), found {len(found)}")
+    return found[0]
+
+
+def _item_table(folder: Path) -> Path | None:
+    named = [folder / f"items{suffix}" for suffix in (".tsv", ".csv")]
+    found = [p for p in named if p.exists()] or sorted(p for p in folder.iterdir() if "item" in p.name.lower()
+                                                       and p.suffix in (".tsv", ".csv"))
+    return found[0] if found else None
 
 
 def _read_table(path_stem: Path, required: bool) -> tuple[pd.DataFrame | None, Path]:

@@ -36,6 +36,21 @@ def test_movielens_dat_with_latin1_titles(tmp_path):
     assert raw.interactions["timestamp"].dtype == np.int64 and set(raw.users.columns) >= {"user_id", "gender"}
 
 
+def test_the_integer_sequence_layout_of_public_releases_loads_as_it_comes(tmp_path):
+    """``Beauty.txt``-style pairs or rows of integer ids, an item table keyed by ``item_id`` with a ``name``."""
+    (tmp_path / "Beauty.txt").write_text("1 10\n1 11\n1 12\n2 11 12\n")
+    (tmp_path / "item_map.csv").write_text("item_id,name,categories\n10,Lip Balm,\"Beauty, Lips\"\n11,Soap,Beauty\n"
+                                           "12,Cream,Beauty\n")
+    raw = loaders.load_dataset(tmp_path)
+    assert raw.format == "sequence" and raw.synthetic_timestamps
+    assert raw.interactions.groupby("user_id")["item_id"].apply(list).to_dict() == {"1": ["10", "11", "12"],
+                                                                                   "2": ["11", "12"]}
+    assert raw.items.set_index("item_id").loc["10", "title"] == "Lip Balm"
+    (tmp_path / "item_map.csv").unlink()
+    bare = loaders.load_dataset(tmp_path)
+    assert bare.items["title"].isna().all() and "ID-only" in bare.notes[0]
+
+
 def test_amazon_synthesises_monotone_timestamps(tmp_path):
     (tmp_path / "user_sequence.txt").write_text("A1 X Y Z\nA2 Z X\n")
     (tmp_path / "items.tsv").write_text("asin\ttitle\tbrand\tcategories\nX\tLip Balm &amp; Gloss\tSibu\tBeauty > Lips\n"
