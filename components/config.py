@@ -185,6 +185,15 @@ class PoolConfig(_Section):
     top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
     block_users: int = Field(32768, ge=1, description="users per block in bulk retrieval (bounds memory)")
     block_mb: int = Field(256, ge=1, description="cap on one block's similarity matrix; shrinks blocks for big pools")
+    index: Literal["exact", "ivf", "hnsw"] = Field(
+        "exact", description="bulk retrieval: exact matrix products, or a faiss IVF-Flat / HNSW index over the seeds "
+                             "(for pools of tens of thousands of seeds)")
+    nlist: int | None = Field(None, ge=1, description="ivf: inverted lists (default 4·√seeds, at least 39 seeds each)")
+    nprobe: int = Field(8, ge=1, description="ivf: lists searched per user")
+    hnsw_m: int = Field(32, ge=4, description="hnsw: links per node")
+    ef_search: int = Field(64, ge=1, description="hnsw: candidates kept while searching")
+    recall_sample: int = Field(10_000, ge=0, description="ann: users checked against exact retrieval (about)")
+    min_recall: float = Field(0.99, ge=0, le=1, description="ann: the gate fails a refresh below this sampled recall@1")
 
 
 class FeaturesConfig(_Section):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pandas as pd
+
 from components.config import Config, FeaturesConfig
-from components.workspace import Workspace
+from components.workspace import Workspace, read_json
 
 
 def apply_features(config: Config, workspace: Workspace) -> list[str]:
@@ -27,10 +29,14 @@ def validate_features(config: Config, workspace: Workspace) -> dict:
     """The GX gate on ``user_rationale_embedding``: raises ``ValidationFailed`` before anything is served."""
     from components.pool import current_pool, load_pool
     from validation.gate import run_gate
-    from validation.suites import rationale_chunks, rationale_suite
+    from validation.suites import rationale_chunks, rationale_suite, recall_suite
 
     pool = current_pool(workspace)
     seeds = [str(s) for s in load_pool(pool)["seed_user_id"]]
+    retrieval = read_json(workspace.retrieval_summary) if workspace.retrieval_summary.exists() else {}
+    if retrieval.get("recall_at_1") is not None:  # an approximate index: its sampled recall, before any row
+        run_gate("retrieval_recall", recall_suite(config.pool.min_recall),
+                 [pd.DataFrame({"recall_at_1": [retrieval["recall_at_1"]], "index": [retrieval["index"]]})], workspace)
     return run_gate("user_rationale_embedding", rationale_suite(seeds, pool.version, pool.rationale_dim),
                     rationale_chunks(workspace.user_rationales), workspace)
 

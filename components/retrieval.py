@@ -4,7 +4,10 @@ The bulk path loads the pool's seed vectors once and streams users through block
 matrix products (cosine = dot product of unit vectors), so memory is one block of users
 times the pool, whatever the number of users.  ``pool.top_k > 1`` mixes the k nearest
 seeds' rationale embeddings weighted by similarity (the paper's limitation (i),
-diversity).  ``pool.assignment: shuffled`` gives each user a pseudo-random pool entry
+diversity).  ``pool.index: ivf | hnsw`` searches a faiss index over the seeds instead of
+exact products (for pools of tens of thousands of seeds), and checks a fixed sample of users
+against exact retrieval: the sampled recall@1 goes into the summary, and the gate before
+materialisation fails below ``pool.min_recall``.  ``pool.assignment: shuffled`` gives each user a pseudo-random pool entry
 instead: a control that tells whether the assignment carries the lift.  Cold users (no training history) carry the encoder's crowd vector and so
 receive the rationale of the seed nearest the crowd's taste (limitation (iii)).
 
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from components.config import Config
+from components.config import Config, PoolConfig
 from components.data.tables import vector_array, vectors_of
 from components.pool import PoolVersion, current_pool, load_pool
 from components.workspace import RETRIEVAL_SHARDS, Workspace, atomic_path, read_json, write_json
@@ -51,6 +54,41 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1,
         best = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
     norms = np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
     return best, np.clip(np.take_along_axis(sims, best, 1) / norms, -1.0, 1.0)  # float rounding can pass 1
+
+
+def seed_index(seed_vectors: np.ndarray, cfg: PoolConfig):
+    """A faiss index over the pool's unit seed vectors (inner product = cosine) for ``pool.index``
+    ivf or hnsw; None for exact retrieval."""
+    if cfg.index == "exact":
+        return None
+    import faiss
+
+    n, dim = seed_vectors.shape
+    if cfg.index == "ivf":
+        nlist = min(cfg.nlist or int(4 * np.sqrt(n)), max(1, n // 39))  # faiss trains on ≥ 39 points a list
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(seed_vectors)
+        index.nprobe = min(cfg.nprobe, nlist)
+    else:
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(cfg.ef_search, cfg.top_k)
+    index.add(seed_vectors)
+    return index
+
+
+def approximate_seeds(users: np.ndarray, seeds: np.ndarray, index, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`nearest_seeds`, through ``index``; a user the index finds too few seeds for is
+    answered exactly."""
+    similarity, best = index.search(unit_rows(users).astype(np.float32), k)
+    short = (best < 0).any(1)
+    if short.any():
+        best[short], similarity[short] = nearest_seeds(users[short], seeds, k)
+    return best.astype(np.int64), np.clip(similarity, -1.0, 1.0)
+
+
+def recall_mask(user_idx: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A fixed pseudo-random sample of users (the same in every shard and every run) for the recall check."""
+    return shuffled_seeds(user_idx, 1_000_000, seed)[:, 0] < int(share * 1_000_000)
 
 
 def shuffled_seeds(users: np.ndarray, n_seeds: int, seed: int) -> np.ndarray:
@@ -113,12 +151,21 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
                                                       compression="none", write_statistics=False) as out, \
             ThreadPoolExecutor(1) as writer, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
-        pending, buffer = None, np.empty((block, len(seed_vectors)), np.float32)
+        ann = seed_index(seed_vectors, config.pool) if config.pool.assignment == "nearest" else None
+        buffer = None if ann else np.empty((block, len(seed_vectors)), np.float32)
+        share = min(1.0, config.pool.recall_sample / max(source.metadata.num_rows, 1))
+        pending, hits, checked = None, 0, 0
         for batch in user_batches(source, block, shard):
             vectors = vectors_of(batch.column("vector"), copy=False)
             if config.pool.assignment == "shuffled":
                 index = shuffled_seeds(batch.column("user_idx").to_numpy(), len(seed_vectors), config.seed)
                 similarity = (unit_rows(vectors) * seed_vectors[index[:, 0]]).sum(1, keepdims=True)
+            elif ann is not None:
+                index, similarity = approximate_seeds(vectors, seed_vectors, ann, k)
+                sampled = recall_mask(batch.column("user_idx").to_numpy(), share, config.seed)
+                _, exact = nearest_seeds(vectors[sampled], seed_vectors, 1)
+                hits += int((similarity[sampled, 0] >= exact[:, 0] - 1e-5).sum())  # a tie is a hit
+                checked += int(sampled.sum())
             else:
                 index, similarity = nearest_seeds(vectors, seed_vectors, k, buffer)
             n = batch.num_rows
@@ -138,6 +185,9 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             pending.result()
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
+               "index": config.pool.index if ann is not None else "exact",
+               **({"recall_hits": hits, "recall_checked": checked,
+                   "recall_at_1": round(hits / checked, 5) if checked else None} if ann is not None else {}),
                "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
                "seconds": round(seconds, 3), "users_per_s": round(users / seconds),
                "table": workspace.stored(str(target))}
@@ -166,6 +216,10 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
     summary = {**summaries[0], "users": users, "shards": shards, "table": workspace.stored(str(target)),
                "similarity_sum": sum(s["similarity_sum"] for s in summaries),
                "seconds": round(sum(s["seconds"] for s in summaries), 3)}
+    if "recall_checked" in summaries[0]:
+        hits, checked = (sum(s[key] for s in summaries) for key in ("recall_hits", "recall_checked"))
+        summary |= {"recall_hits": hits, "recall_checked": checked,
+                    "recall_at_1": round(hits / checked, 5) if checked else None}
     summary["mean_similarity"] = round(summary["similarity_sum"] / max(users, 1), 4)
     summary["users_per_s"] = round(users / max(summary["seconds"], 1e-9))
     write_json(workspace.retrieval_summary, summary)

@@ -1,4 +1,4 @@
-"""The suites: what good interactions, behaviour vectors and rationale embeddings look like.
+"""The suites: what good interactions, behaviour vectors, rationale embeddings and retrieval recall look like.
 
 GX has no expectations over list columns, so each embedding is reduced to scalar columns
 first (dimension, L2 norm, non-finite count) and those are checked.  Tables are read in
@@ -87,3 +87,10 @@ def rationale_suite(seed_ids: list[str], pool_version: int, dim: int = 384, max_
         e.ExpectColumnValuesToBeBetween(column="pool_version", min_value=pool_version, max_value=pool_version),
         e.ExpectColumnValuesToBeBetween(column="age_s", min_value=-300, max_value=max_age_s),
     ]
+
+
+def recall_suite(min_recall: float) -> list:
+    """An approximate retrieval index's sampled recall@1 against exact retrieval, at least ``min_recall``."""
+    import great_expectations as gx
+
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column="recall_at_1", min_value=min_recall, max_value=1.0)]
