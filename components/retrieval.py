@@ -86,6 +86,12 @@ def approximate_seeds(users: np.ndarray, seeds: np.ndarray, index, k: int) -> tu
     return best.astype(np.int64), np.clip(similarity, -1.0, 1.0)
 
 
+def best_similarity(users: np.ndarray, seeds: np.ndarray, rows: int) -> np.ndarray:
+    """Each user's exact top-1 cosine, ``rows`` users at a time (bounds the similarity matrix)."""
+    parts = [nearest_seeds(users[start:start + rows], seeds, 1)[1][:, 0] for start in range(0, len(users), rows)]
+    return np.concatenate(parts) if parts else np.empty(0, np.float32)
+
+
 def recall_mask(user_idx: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A fixed pseudo-random sample of users (the same in every shard and every run) for the recall check."""
     return shuffled_seeds(user_idx, 1_000_000, seed)[:, 0] < int(share * 1_000_000)
@@ -143,7 +149,10 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
-    block = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
+    ann = seed_index(seed_vectors, config.pool) if config.pool.assignment == "nearest" else None
+    # Exact blocks are bounded by their similarity matrix; an index holds no such matrix.
+    exact_rows = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
+    block = config.pool.block_users if ann else exact_rows
     target = workspace.user_rationales if shard is None else shard_path(workspace, shard[0])
     # Floats neither dictionary-encode nor compress well: spend no time trying.  One writer thread
     # overlaps each block's write with the next block's matrix product (two blocks in memory at most).
@@ -151,7 +160,6 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
                                                       compression="none", write_statistics=False) as out, \
             ThreadPoolExecutor(1) as writer, \
             tqdm(total=source.metadata.num_rows, desc="retrieve", unit="user", disable=not progress) as bar:
-        ann = seed_index(seed_vectors, config.pool) if config.pool.assignment == "nearest" else None
         buffer = None if ann else np.empty((block, len(seed_vectors)), np.float32)
         share = min(1.0, config.pool.recall_sample / max(source.metadata.num_rows, 1))
         pending, hits, checked = None, 0, 0
@@ -163,8 +171,8 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             elif ann is not None:
                 index, similarity = approximate_seeds(vectors, seed_vectors, ann, k)
                 sampled = recall_mask(batch.column("user_idx").to_numpy(), share, config.seed)
-                _, exact = nearest_seeds(vectors[sampled], seed_vectors, 1)
-                hits += int((similarity[sampled, 0] >= exact[:, 0] - 1e-5).sum())  # a tie is a hit
+                exact = best_similarity(vectors[sampled], seed_vectors, exact_rows)
+                hits += int((similarity[sampled, 0] >= exact - 1e-5).sum())  # a tie is a hit
                 checked += int(sampled.sum())
             else:
                 index, similarity = nearest_seeds(vectors, seed_vectors, k, buffer)

@@ -370,17 +370,23 @@ def load_table(folder: Path, columns: ColumnMapping) -> RawDataset:
         "timestamp": to_timestamps(inter[columns.timestamp], inter["line"], inter_path, columns.timestamp),
         "behaviour": inter[columns.behaviour].astype(str) if columns.behaviour else "interaction",
         "line": inter["line"]})
-    item, item_path = _read_table(folder / "items", True)
-    require_columns(item, item_path, [columns.item_id])
-    cats = item["categories"].astype(str) if "categories" in item.columns else None
-    style = "path" if cats is not None and cats.str.contains(" > ", regex=False).any() else "tags"
-    items = item_frame(item[columns.item_id], item["line"], title=item.get("title"), brand=item.get("brand"),
-                       categories=[split_categories(c, style) for c in cats] if cats is not None else None,
-                       year=item.get("year"), description=item.get("description"))
+    item, item_path = _read_table(folder / "items", False)
+    style, notes = "tags", ()
+    if item is None:  # ID-only, as a RecBole dataset without .item
+        ids = interactions["item_id"].drop_duplicates()
+        items, item_path = item_frame(ids, pd.Series(np.zeros(len(ids), np.int64))), inter_path
+        notes = (f"no items table in {folder}: ID-only, item text unavailable",)
+    else:
+        require_columns(item, item_path, [columns.item_id])
+        cats = item["categories"].astype(str) if "categories" in item.columns else None
+        style = "path" if cats is not None and cats.str.contains(" > ", regex=False).any() else "tags"
+        items = item_frame(item[columns.item_id], item["line"], title=item.get("title"), brand=item.get("brand"),
+                           categories=[split_categories(c, style) for c in cats] if cats is not None else None,
+                           year=item.get("year"), description=item.get("description"))
     users, _ = _read_table(folder / "users", False)
     if users is not None:
         users = users.drop(columns="line").rename(columns={columns.user_id: "user_id"})
-    return RawDataset("table", interactions, items, users, inter_path, item_path, style)
+    return RawDataset("table", interactions, items, users, inter_path, item_path, style, notes=notes)
 
 
 # --- checks and staging ---------------------------------------------------------------------

@@ -77,6 +77,10 @@ def test_table_with_column_mapping(tmp_path, suffix):
                                                                behaviour="event"))
     assert raw.format == "table" and set(raw.interactions["behaviour"]) == {"purchase", "click"}
     assert raw.items["categories"].iloc[0] == ["Home", "Kitchen"]
+    (tmp_path / f"items.{suffix}").unlink()
+    bare = loaders.load_dataset(tmp_path, columns=ColumnMapping(user_id="uid", item_id="sku", timestamp="ts"))
+    assert bare.items["title"].isna().all() and bare.notes == (f"no items table in {tmp_path}: ID-only, item text "
+                                                               "unavailable",)
 
 
 def test_stage_sorts_by_user_then_time_and_drops_repeats(tmp_path):
