@@ -244,7 +244,11 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
     """
     cfg = config.llm
     seeds = pd.read_parquet(workspace.seeds)
-    catalogue = Catalogue(PreparedDataset(workspace.prepared).items())
+    items = PreparedDataset(workspace.prepared).items()
+    if items["title"].isna().all():
+        raise ValueError(f"{workspace.prepared / 'items.parquet'}: no item has a title (the dataset was loaded "
+                         "ID-only): rationales and item-text features need item text; add an item table")
+    catalogue = Catalogue(items)
     jobs, users = plan_jobs(config, workspace, seeds, catalogue)
     counters = {"calls": 0, "cache_hits": 0, "resampled": 0}
     started = time.perf_counter()

@@ -82,6 +82,13 @@ def test_a_recbole_dataset_without_an_item_file_runs_id_only(tmp_path, recbole_f
     prepared = _prepare(recbole_folder, tmp_path)
     assert prepared.items()["title"].isna().all() and prepared.n_items > 0
     assert dataset_stats(recbole_folder)["notes"] == [f"no .item file in {recbole_folder}: ID-only, item text unavailable"]
+    from components.rationales import generate_rationales
+
+    workspace = Workspace(tmp_path / "ws")
+    workspace.seeds.parent.mkdir(parents=True, exist_ok=True)
+    prepared.users()[["user_idx", "user_id"]].head(3).to_parquet(workspace.seeds)
+    with pytest.raises(ValueError, match=r"items.parquet: no item has a title \(the dataset was loaded ID-only\)"):
+        generate_rationales(load_config(overrides={"data": {"source": str(recbole_folder)}}), workspace, progress=False)
 
 
 @pytest.mark.parametrize("text, style, expected", [
