@@ -66,7 +66,7 @@ def run_main_job(config: Config, workspace: Workspace, progress: bool = True,
     echo(f"encoder ({config.encoder.kind}): validation recall@20 {encoder['validation']['recall@20']:.4f} "
          f"vs popularity {encoder['popularity']['recall@20']:.4f}")
     echo(f"seeds: {results['sample_seeds']['seeds']:,}; LLM answers {llm['calls'] + llm['cache_hits']:,} "
-         f"({llm['calls']:,} paid by this run, {llm['cache_hits']:,} from the cache), "
+         f"({llm['calls']:,} paid when generated, {llm['cache_hits']:,} from the cache of earlier attempts), "
          f"{llm['prompt_tokens'] + llm['completion_tokens']:,} tokens, "
          f"{llm['llm_seconds']:.0f} LLM-s, ~${llm['estimated_usd']:.2f}; per-user inference would need "
          f"{llm['per_user_inference']['calls']:,} calls")

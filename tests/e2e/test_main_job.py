@@ -82,7 +82,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert f"serve:      reland -w {workspace} --config {config} serve --port 8000" in output, "the run's options"
     answers = json.loads((workspace / "pool" / "rationales.json").read_text())
     assert f"LLM answers {answers['calls'] + answers['cache_hits']:,} " \
-           f"({len(again):,} paid by this run, {len(paid):,} from the cache)" in output
+           f"({len(again):,} paid when generated, {len(paid):,} from the cache of earlier attempts)" in output
     assert "with rationales (RELAND): test NDCG@10" in output and "without rationales (+f_item)" in output
     ndcg = {label: float(re.search(rf"{re.escape(label)}: test NDCG@10 ([0-9.]+)", output).group(1))
             for label in ("with rationales (RELAND)", "without rationales (+f_item)")}
