@@ -436,8 +436,8 @@ def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> Non
                        _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
     click.echo(frame.to_string(index=False))
     calls = sweep_calls(frame)
-    click.echo(f"LLM calls paid: {calls['llm_calls_paid']:,} (nested seeds: each budget pays only for the seeds "
-               f"the smaller ones lacked); budgets that shared no seeds would pay {calls['llm_calls_unnested']:,}")
+    click.echo(f"LLM calls paid: {calls['sweep_llm_calls_paid']:,} (nested seeds: each budget pays only for the seeds "
+               f"the smaller ones lacked); budgets that shared no seeds would pay {calls['sweep_llm_calls_unnested']:,}")
 
 
 @experiments.command("recommend-budget")

@@ -333,9 +333,11 @@ def sweep_recommendation(config: Config, workspace: Workspace, backbone: str, va
 
 
 def sweep_calls(frame: pd.DataFrame) -> dict[str, int]:
-    """LLM calls the sweep paid, and what it would pay if its budgets shared no seeds (each pool's own calls)."""
+    """LLM calls the sweep paid, and what it would pay if its budgets shared no seeds (each pool's own calls):
+    named apart from the per-budget ``llm_calls_paid`` that MLflow steps by the budget."""
     pools = frame[frame["label"] != "+f_item"].drop_duplicates("label")
-    return {"llm_calls_paid": int(pools["llm_calls_paid"].sum()), "llm_calls_unnested": int(pools["llm_calls"].sum())}
+    return {"sweep_llm_calls_paid": int(pools["llm_calls_paid"].sum()),
+            "sweep_llm_calls_unnested": int(pools["llm_calls"].sum())}
 
 
 def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,

@@ -144,6 +144,13 @@ def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: P
     paid, unnested = (int(n.replace(",", "")) for n in re.search(r"LLM calls paid: ([\d,]+) .* would pay ([\d,]+)",
                                                                  sweep).group(1, 2))
     assert paid == 0 and unnested > 0, sweep
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    experiment = next(e for e in client.search_experiments() if e.name.startswith("seed-sweep-"))
+    run = client.search_runs([experiment.experiment_id], "attributes.run_name = 'seed-sweep'")[0]
+    assert run.data.metrics["sweep_llm_calls_unnested"] == unnested, "the total, not one budget's count"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "llm_calls")] == [1000, 2500]
     advice = cli("recommend-budget", "--backbone", "lightgcn", "--value-per-point", "100")
     assert re.search(r"for [\d,]+ users: [\d,]+ seeds", advice) and "lightgcn-recommended.html" in advice, advice
 
