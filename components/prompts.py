@@ -56,9 +56,13 @@ def normalise_untrusted(text: object) -> str:
     """Untrusted text in one canonical form: entities decoded, NFKC (full-width and styled letters
     to plain), control, zero-width and private-use characters removed, angle brackets (which could
     close the prompt's data blocks) replaced."""
-    text = unicodedata.normalize("NFKC", clean_text(text))
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    text = _printable(unicodedata.normalize("NFKC", clean_text(text)))
     return re.sub(r"\s+", " ", text.replace("<", "(").replace(">", ")")).strip()
+
+
+def _printable(text: str) -> str:
+    """``text`` without control, format (zero-width) and private-use characters."""
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
 
 
 def instruction_like(text: object) -> bool:
@@ -70,8 +74,7 @@ def instruction_like(text: object) -> bool:
 def _injected(text: object) -> bool:
     """An instruction in the text as cleaned, or in the text before markup was stripped (where
     control tokens such as ``<|im_start|>`` read like tags)."""
-    decoded = unicodedata.normalize("NFKC", html.unescape(html.unescape(str(text or ""))))
-    decoded = "".join(ch for ch in decoded if unicodedata.category(ch)[0] != "C")
+    decoded = _printable(unicodedata.normalize("NFKC", html.unescape(html.unescape(str(text or "")))))
     return any(INJECTION.search(form.translate(CONFUSABLES)) for form in (normalise_untrusted(text), decoded))
 
 
@@ -106,9 +109,11 @@ def neutralise(text: object) -> str:
     """Untrusted item text, normalised, step labels cut out; empty if any of it reads like an
     instruction (the whole field goes: what is left of an injection after cutting out its verbs
     is still the attacker's)."""
-    if _injected(text):
-        return ""
-    clean = normalise_untrusted(text)
+    return "" if _injected(text) else _cut_labels(normalise_untrusted(text))
+
+
+def _cut_labels(clean: str) -> str:
+    """Normalised text with its step labels cut out."""
     folded = clean.translate(CONFUSABLES)  # one for one: its match positions are the text's
     kept = [clean[start:end] for start, end in _gaps(MARKERS.finditer(folded), len(clean))]
     return re.sub(r"\s+", " ", " ".join(kept)).strip(" -:;,.")
@@ -125,7 +130,7 @@ def _gaps(matches, length: int) -> list[tuple[int, int]]:
 def _safe_title(title: object, max_chars: int) -> str:
     """A title as a prompt may show it: normalised, promotions and step labels cut, shortened;
     empty if any of it holds an instruction."""
-    return "" if _injected(title) else _shorten(neutralise(PROMO.sub(" ", normalise_untrusted(title))), max_chars)
+    return "" if _injected(title) else _shorten(_cut_labels(PROMO.sub(" ", normalise_untrusted(title))), max_chars)
 
 
 def _shorten(text: str, limit: int) -> str:

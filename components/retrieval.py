@@ -97,6 +97,11 @@ def recall_mask(user_idx: np.ndarray, share: float, seed: int) -> np.ndarray:
     return shuffled_seeds(user_idx, 1_000_000, seed)[:, 0] < int(share * 1_000_000)
 
 
+def recall_figures(hits: int, checked: int) -> dict:
+    """The sampled recall@1 of an approximate index, as a summary records it (shards add up)."""
+    return {"recall_hits": hits, "recall_checked": checked, "recall_at_1": round(hits / checked, 5) if checked else None}
+
+
 def shuffled_seeds(users: np.ndarray, n_seeds: int, seed: int) -> np.ndarray:
     """A pseudo-random pool entry for each user index (the ``shuffled`` control): the same in every shard."""
     mixed = (users.astype(np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
@@ -194,8 +199,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
                "index": config.pool.index if ann is not None else "exact",
-               **({"recall_hits": hits, "recall_checked": checked,
-                   "recall_at_1": round(hits / checked, 5) if checked else None} if ann is not None else {}),
+               **(recall_figures(hits, checked) if ann is not None else {}),
                "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
                "seconds": round(seconds, 3), "users_per_s": round(users / seconds),
                "table": workspace.stored(str(target))}
@@ -225,9 +229,7 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
                "similarity_sum": sum(s["similarity_sum"] for s in summaries),
                "seconds": round(sum(s["seconds"] for s in summaries), 3)}
     if "recall_checked" in summaries[0]:
-        hits, checked = (sum(s[key] for s in summaries) for key in ("recall_hits", "recall_checked"))
-        summary |= {"recall_hits": hits, "recall_checked": checked,
-                    "recall_at_1": round(hits / checked, 5) if checked else None}
+        summary |= recall_figures(*(sum(s[key] for s in summaries) for key in ("recall_hits", "recall_checked")))
     summary["mean_similarity"] = round(summary["similarity_sum"] / max(users, 1), 4)
     summary["users_per_s"] = round(users / max(summary["seconds"], 1e-9))
     write_json(workspace.retrieval_summary, summary)

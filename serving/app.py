@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Annotated
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,7 +21,6 @@ import torch
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints, field_validator
-from typing_extensions import Annotated
 
 from components.config import Config
 from components.data.tables import SPLIT_COLUMN, VALID, PreparedDataset

@@ -197,6 +197,12 @@ def item_frame(item_ids: pd.Series, lines: pd.Series, title=None, brand=None, ca
     })
 
 
+def id_only_items(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue of a dataset without an item table: each interacted item, with no text."""
+    ids = interactions["item_id"].drop_duplicates()
+    return item_frame(ids, pd.Series(np.zeros(len(ids), np.int64)))
+
+
 # --- the formats ----------------------------------------------------------------------------
 
 def _recbole_file(folder: Path, suffix: str, required: bool) -> Path | None:
@@ -239,8 +245,7 @@ def load_recbole(folder: Path) -> RawDataset:
                                  "line": inter["line"]})
     item_path = _recbole_file(folder, "item", False)
     if item_path is None:  # optional in RecBole too: ID-only
-        ids = interactions["item_id"].drop_duplicates()
-        items = item_frame(ids, pd.Series(np.zeros(len(ids), np.int64)))
+        items = id_only_items(interactions)
         return RawDataset("recbole", interactions, items, None, inter_path, inter_path, "tags", not has_time,
                           notes=(f"no .item file in {folder}: ID-only, item text unavailable",))
     item = _read_recbole(item_path)
@@ -307,8 +312,7 @@ def load_sequence(folder: Path, seq_path: Path | None = None, fmt: str = "sequen
                                  "behaviour": "review" if fmt == "amazon" else "interaction", "line": lines})
     items_path = _item_table(folder)
     if items_path is None:
-        ids = interactions["item_id"].drop_duplicates()
-        return RawDataset(fmt, interactions, item_frame(ids, pd.Series(np.zeros(len(ids), np.int64))), None, seq_path,
+        return RawDataset(fmt, interactions, id_only_items(interactions), None, seq_path,
                           seq_path, "path", synthetic_timestamps=True,
                           notes=(f"no item table in {folder}: ID-only, item text unavailable",))
     meta = read_delimited(items_path, "\t" if items_path.suffix == ".tsv" else ",")
@@ -373,8 +377,7 @@ def load_table(folder: Path, columns: ColumnMapping) -> RawDataset:
     item, item_path = _read_table(folder / "items", False)
     style, notes = "tags", ()
     if item is None:  # ID-only, as a RecBole dataset without .item
-        ids = interactions["item_id"].drop_duplicates()
-        items, item_path = item_frame(ids, pd.Series(np.zeros(len(ids), np.int64))), inter_path
+        items, item_path = id_only_items(interactions), inter_path
         notes = (f"no items table in {folder}: ID-only, item text unavailable",)
     else:
         require_columns(item, item_path, [columns.item_id])
