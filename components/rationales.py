@@ -177,6 +177,12 @@ def plan_jobs(config: Config, workspace: Workspace, seeds: pd.DataFrame,
     return jobs, users
 
 
+def template_settings(config: Config) -> dict[str, str]:
+    """The prompt template's version, declared in code: part of the step's fingerprint, so a template
+    bump makes the rationales stale (their cache keys change with it, so old answers are not reused)."""
+    return {"template": TEMPLATE_VERSION[config.llm.prompt]}
+
+
 def history_texts(history: list[HistoryItem]) -> list[str]:
     """Each history item as one text (title, brand, categories), for finding its catalogue terms."""
     return [" , ".join([item.title, item.brand or "", *item.categories]) for item in history]

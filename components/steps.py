@@ -33,7 +33,7 @@ class Step:
     after: tuple[str, ...]  # upstream steps whose results it reads
     writes: tuple[str, ...]  # workspace files it produces
     updated_later: tuple[str, ...] = ()  # outputs later steps modify (Feast's registry): only their presence counts
-    derived: str | None = None  # "module:function" of the config: settings resolved in code (a model's defaults)
+    derived: str | None = None  # "module:function" of the config: settings declared in code (a model's defaults, a template)
     reads_after: str | None = None  # "module:function" of the config: the subset of ``after`` it reads there
 
     def upstream(self, config: Config) -> tuple[str, ...]:
@@ -70,7 +70,7 @@ STEPS: dict[str, Step] = {step.name: step for step in [
     Step("validate_behaviour", "components.checks:validate_behaviour_vectors", (), ("embed_users",), ()),
     Step("sample_seeds", "components.seeds:sample_seeds", ("seed", "seeds"), ("embed_users",), (SEEDS,)),
     Step("generate_rationales", "components.rationales:generate_rationales", ("llm", "data.domain"), ("sample_seeds",),
-         (RATIONALE_TABLE,)),
+         (RATIONALE_TABLE,), derived="components.rationales:template_settings"),
     Step("build_pool", "components.pool:build_pool", ("pool",), ("generate_rationales",), (POOL_POINTER,)),
     Step("retrieve_rationales", "components.retrieval:retrieve_rationales", ("pool",), ("build_pool", "embed_users"),
          (USER_RATIONALES,)),

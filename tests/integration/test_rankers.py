@@ -406,6 +406,16 @@ def test_a_changed_default_makes_only_the_rankers_that_use_it_stale(tmp_path, mo
     assert fingerprint(plain, ws, step) != before[1]
 
 
+def test_a_template_bump_makes_the_rationales_stale(tmp_path, monkeypatch):
+    import components.prompts as prompts
+    from components.steps import STEPS, fingerprint
+
+    ws, step, cfg = Workspace(tmp_path), STEPS["generate_rationales"], config(variant="reland")
+    before = fingerprint(cfg, ws, step)
+    monkeypatch.setitem(prompts.TEMPLATE_VERSION, "cot", "cot-v999")
+    assert fingerprint(cfg, ws, step) != before
+
+
 def test_a_run_left_running_by_a_killed_process_is_marked_killed_on_the_next_start(tmp_path):
     import socket
     import subprocess
