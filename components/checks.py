@@ -8,7 +8,7 @@ from components.data.tables import INTERACTIONS, PreparedDataset
 from components.workspace import Workspace
 
 
-def validate_interactions(config: Config, workspace: Workspace) -> dict:
+def validate_interactions(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     """The staged interactions (as loaded) against the interactions suite."""
     from validation.gate import run_gate
     from validation.suites import interaction_chunks, interaction_suite
@@ -21,7 +21,7 @@ def validate_interactions(config: Config, workspace: Workspace) -> dict:
                     workspace)
 
 
-def validate_behaviour_vectors(config: Config, workspace: Workspace) -> dict:
+def validate_behaviour_vectors(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     """``encoder/user_vectors.parquet`` against the behaviour-embedding suite, plus one row per user."""
     from validation.gate import ValidationFailed, run_gate
     from validation.suites import behaviour_chunks, behaviour_suite

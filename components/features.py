@@ -14,7 +14,7 @@ from components.config import Config, FeaturesConfig
 from components.workspace import Workspace, read_json
 
 
-def apply_features(config: Config, workspace: Workspace) -> list[str]:
+def apply_features(config: Config, workspace: Workspace, progress: bool = True) -> list[str]:
     """Register the platform's entities, feature views and feature service in the workspace registry."""
     from feature_repo import apply_definitions, definitions, feature_store
 
@@ -41,7 +41,8 @@ def validate_features(config: Config, workspace: Workspace) -> dict:
                     rationale_chunks(workspace.user_rationales), workspace)
 
 
-def materialise_features(config: Config, workspace: Workspace, end: datetime | None = None) -> dict:
+def materialise_features(config: Config, workspace: Workspace, progress: bool = True,
+                         end: datetime | None = None) -> dict:
     """Validate, then copy feature rows newer than the last materialisation into the online store.
 
     A failed validation raises before Feast is touched: the online store keeps serving the

@@ -130,7 +130,7 @@ def sample_seed_users(cfg: SeedConfig, vectors: Path, interactions: np.ndarray, 
         "strategy": "adaptive", "seeds": count, "clusters": k, "kmeans_inertia": inertia, "by_strategy": taken}
 
 
-def sample_seeds(config: Config, workspace: Workspace) -> dict:
+def sample_seeds(config: Config, workspace: Workspace, progress: bool = True) -> dict:
     """Sample seeds from ``encoder/user_vectors.parquet``; write ``pool/seeds.parquet`` and ``pool/seeds.json``."""
     vectors = workspace.user_vectors
     if not vectors.exists():
