@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -24,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import redis_server, save  # noqa: E402
 
 from components.config import load_config  # noqa: E402
 from components.data.tables import vector_array  # noqa: E402
@@ -66,16 +64,6 @@ def latencies(online: OnlineFeatures, users: int, batch: int, requests: int) -> 
             raise RuntimeError("a materialised user came back empty")
     p50, p95, p99 = np.percentile(times, [50, 95, 99])
     return {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "p99_ms": round(p99, 2)}
-
-
-def redis_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return server, f"127.0.0.1:{port}"
 
 
 def main() -> None:

@@ -202,6 +202,14 @@ class FeaturesConfig(_Section):
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite (embedded) or redis (for scale)")
     redis_url: str = Field("localhost:6379", description="redis: host:port[,options], as Feast's connection_string")
     ttl_days: int = Field(30, ge=1, description="feature views ignore rows older than this")
+    layout: Literal["auto", "seed_keyed", "per_user"] = Field(
+        "auto", description="'seed_keyed': each seed's rationale embedding stored once (seed_rationale_embedding) "
+                            "and each user's assigned seed in user_rationale_embedding, joined at serving; "
+                            "'per_user': every user's embedding in user_rationale_embedding (a top-k mixture is "
+                            "per user); 'auto': seed_keyed unless pool.top_k mixes several seeds")
+    write_workers: int = Field(2, ge=1, description="processes writing the online store in parallel (Redis; "
+                                                    "SQLite takes one writer)")
+    write_batch_rows: int = Field(100_000, ge=1_000, description="rows per online write (bounds memory)")
 
 
 class RankerSettings(_Section):
@@ -284,6 +292,20 @@ class Config(_Section):
     pool: PoolConfig = PoolConfig()
     features: FeaturesConfig = FeaturesConfig()
     ranker: RankerConfig = RankerConfig()
+
+    @property
+    def rationale_layout(self) -> Literal["seed_keyed", "per_user"]:
+        """``features.layout`` resolved: a top-k mixture is a different vector per user, so it is stored per user."""
+        if self.features.layout == "auto":
+            return "per_user" if self.pool.top_k > 1 else "seed_keyed"
+        return self.features.layout
+
+    @model_validator(mode="after")
+    def _mixtures_are_per_user(self) -> "Config":
+        if self.features.layout == "seed_keyed" and self.pool.top_k > 1:
+            raise ValueError(f"features.layout: seed_keyed stores one embedding per seed, but pool.top_k "
+                             f"{self.pool.top_k} mixes several per user: set features.layout: per_user (or auto)")
+        return self
 
 
 def available_presets() -> list[str]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from components.config import Config, RankerConfig, RankerSettings
 from components.data.tables import PreparedDataset
-from components.ranker_data import EvalSet, RankerData, historical_features
+from components.ranker_data import EvalSet, RankerData, historical_features, rationale_features
 from components.training import fit
 from components.workspace import RANKER_METRICS, RANKER_MODEL, RANKER_PER_USER, Workspace, atomic_path, write_json
 from models.metrics import full_ranking
@@ -98,8 +98,7 @@ def ranker_features(config: Config, workspace: Workspace, data: PreparedDataset,
     if fused:
         users = data.users().sort_values("user_idx")["user_id"]
         user_inputs = torch.from_numpy(assigned_seed_vectors(workspace, users) if fused == "seed_vector" else
-                                       historical_features(workspace, config.features,
-                                                           "user_rationale_embedding:rationale_embedding", users, as_of))
+                                       rationale_features(workspace, config.features, users, as_of))
     return text, user_inputs
 
 

@@ -159,31 +159,63 @@ class RankerData:
         return len(self.users)
 
 
-def historical_features(workspace: Workspace, features: FeaturesConfig, reference: str, keys: pd.Series,
-                        as_of: pd.Timestamp | pd.Series) -> np.ndarray:
-    """One vector feature (``view:field``) for each key, as of ``as_of``, through Feast's point-in-time join.
+def historical_frame(workspace: Workspace, features: FeaturesConfig, references: list[str],
+                     entity: pd.DataFrame) -> pd.DataFrame:
+    """Feast's point-in-time join of one view's ``view:field`` references onto ``entity`` (its join keys and
+    ``event_timestamp``), in ``entity``'s row order.
 
-    Raises naming the view when any key has no row at or before its timestamp (within the TTL).
+    Raises naming the view when any row has no value at or before its timestamp (within the TTL).
     """
     from feast.errors import FeatureViewNotFoundException
 
-    from feature_repo import ENTITY_KEYS, feature_store
+    from feature_repo import feature_store
 
-    view, field = reference.split(":")
-    key = ENTITY_KEYS[view]
-    entity = pd.DataFrame({key: keys.astype(str).to_numpy(), "event_timestamp": as_of})
-    entity["_row"] = np.arange(len(entity))
-    store = feature_store(workspace, features)
+    view = references[0].split(":")[0]
+    entity = entity.assign(_row=np.arange(len(entity)))
     try:
-        frame = store.get_historical_features(entity_df=entity, features=[reference]).to_df()
+        frame = feature_store(workspace, features).get_historical_features(entity_df=entity,
+                                                                           features=references).to_df()
     except FeatureViewNotFoundException:
         raise FileNotFoundError(f"{workspace.root}: feature view '{view}' is not registered in the workspace's Feast "
                                 "repo; run 'reland features apply' (or 'reland run') first") from None
     # The file offline store drops entity rows it has no feature row for: reindex to find them.
-    values = frame.set_index("_row")[field].reindex(np.arange(len(entity)))
-    missing = values.isna().to_numpy()
+    fields = [reference.split(":")[1] for reference in references]
+    values = frame.set_index("_row")[fields].reindex(np.arange(len(entity)))
+    missing = values.isna().any(axis=1).to_numpy()
     if missing.any():
-        raise ValueError(f"feature view '{view}': {int(missing.sum()):,} of {len(entity):,} {key}s have no "
-                         f"'{field}' at their timestamp (first: {entity[key].iloc[int(np.argmax(missing))]}); "
+        first = entity.drop(columns=["_row", "event_timestamp"]).iloc[int(np.argmax(missing))].to_dict()
+        raise ValueError(f"feature view '{view}': {int(missing.sum()):,} of {len(entity):,} rows have no "
+                         f"{', '.join(map(repr, fields))} at their timestamp (first: {first}); "
                          "materialised after the training time, or older than the view's TTL?")
-    return np.stack(values.to_numpy()).astype(np.float32)
+    return values
+
+
+def historical_features(workspace: Workspace, features: FeaturesConfig, reference: str, keys: pd.Series,
+                        as_of: pd.Timestamp | pd.Series) -> np.ndarray:
+    """One vector feature (``view:field``) for each key of a single-key view, as of ``as_of``."""
+    from feature_repo import ENTITY_KEYS
+
+    view, field = reference.split(":")
+    (key,) = ENTITY_KEYS[view]
+    entity = pd.DataFrame({key: keys.astype(str).to_numpy(), "event_timestamp": as_of})
+    return np.stack(historical_frame(workspace, features, [reference], entity)[field].to_numpy()).astype(np.float32)
+
+
+def rationale_features(workspace: Workspace, features: FeaturesConfig, users: pd.Series,
+                       as_of: pd.Timestamp | pd.Series) -> np.ndarray:
+    """Each user's rationale embedding as of ``as_of``, as serving sees it: the user's own row (per-user
+    layout), or the row of the seed the user is assigned to (seed-keyed layout)."""
+    from feature_repo import RATIONALE_VIEW, SEED_VIEW, seed_keyed
+
+    if not seed_keyed(workspace):
+        return historical_features(workspace, features, f"{RATIONALE_VIEW}:rationale_embedding", users, as_of)
+    entity = pd.DataFrame({"user_id": users.astype(str).to_numpy(), "event_timestamp": as_of})
+    assigned = historical_frame(workspace, features, [f"{RATIONALE_VIEW}:seed_user_id", f"{RATIONALE_VIEW}:pool_version"],
+                                entity)
+    seeds = pd.DataFrame({"pool_version": assigned["pool_version"].astype(np.int64).to_numpy(),
+                          "seed_user_id": assigned["seed_user_id"].astype(str).to_numpy(), "event_timestamp": as_of})
+    # Feast's join keeps one row per (keys, timestamp): ask once per distinct seed, then give each user its seed's.
+    distinct = seeds.drop_duplicates(ignore_index=True)
+    vectors = historical_frame(workspace, features, [f"{SEED_VIEW}:rationale_embedding"], distinct)
+    row = seeds.merge(distinct.assign(_distinct=np.arange(len(distinct))), how="left")["_distinct"].to_numpy()
+    return np.stack(vectors["rationale_embedding"].to_numpy()).astype(np.float32)[row]

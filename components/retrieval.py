@@ -11,9 +11,12 @@ materialisation fails below ``pool.min_recall``.  ``pool.assignment: shuffled`` 
 instead: a control that tells whether the assignment carries the lift.  Cold users (no training history) carry the encoder's crowd vector and so
 receive the rationale of the seed nearest the crowd's taste (limitation (iii)).
 
-Output ``features/user_rationale_embedding.parquet``: user_id, user_idx,
-rationale_embedding (float32 × 384), seed_user_id, similarity, pool_version,
-event_timestamp.
+Output ``features/user_rationale_embedding.parquet``: user_id, user_idx, seed_user_id,
+similarity, pool_version, event_timestamp, and in the ``per_user`` layout (``features.layout``)
+rationale_embedding (float32 × 384).  The ``seed_keyed`` layout stores each seed's embedding
+once instead, in ``features/seed_rationale_embedding.parquet`` (seed_user_id, pool_version,
+rationale_embedding, event_timestamp): at 10^8 users it is the difference between 100 GB and a
+few hundred MB of features, and the serving join reads the seed's row by the user's seed_user_id.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from tqdm import tqdm
 
 from components.config import Config, PoolConfig
 from components.data.tables import vector_array, vectors_of
-from components.pool import PoolVersion, current_pool, load_pool
+from components.pool import PoolVersion, current_pool, load_pool, pool_versions
 from components.workspace import RETRIEVAL_SHARDS, Workspace, atomic_path, read_json, write_json
 
 
@@ -118,11 +121,26 @@ def mix(rationales: np.ndarray, index: np.ndarray, similarity: np.ndarray) -> np
     return unit_rows(mixed).astype(np.float32)
 
 
-def output_schema(rationale_dim: int) -> pa.Schema:
-    return pa.schema([("user_id", pa.string()), ("user_idx", pa.int64()),
-                      ("rationale_embedding", pa.list_(pa.float32(), rationale_dim)), ("seed_user_id", pa.string()),
-                      ("similarity", pa.float32()), ("pool_version", pa.int64()),
-                      ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def output_schema(rationale_dim: int | None) -> pa.Schema:
+    """The user table's columns; ``rationale_dim`` None for the seed-keyed layout (no embedding per user)."""
+    embedding = [("rationale_embedding", pa.list_(pa.float32(), rationale_dim))] if rationale_dim else []
+    return pa.schema([("user_id", pa.string()), ("user_idx", pa.int64()), *embedding, ("seed_user_id", pa.string()),
+                      ("similarity", pa.float32()), ("pool_version", pa.int64()), ("event_timestamp", TIMESTAMP)])
+
+
+def write_seed_rationales(workspace: Workspace, pool: PoolVersion, seeds: dict[str, np.ndarray],
+                          timestamp_us: int) -> None:
+    """The seed-keyed layout's shared table: one row per seed of ``pool``, stamped like the users' rows."""
+    n = len(seeds["seed_user_id"])
+    table = pa.table({"seed_user_id": pa.array(seeds["seed_user_id"], pa.string()),
+                      "pool_version": pa.array(np.full(n, pool.version, np.int64)),
+                      "rationale_embedding": vector_array(seeds["rationale"]),
+                      "event_timestamp": pa.array(np.full(n, timestamp_us, np.int64), TIMESTAMP)})
+    with atomic_path(workspace.seed_rationales) as tmp:
+        pq.write_table(table, tmp, compression="none")
 
 
 def shard_path(workspace: Workspace, shard: int) -> Path:
@@ -150,8 +168,9 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     seed_vectors = unit_rows(seeds["behaviour"]).astype(np.float32)
     seed_ids = pa.array(seeds["seed_user_id"], pa.string())
     source = pq.ParquetFile(workspace.user_vectors)
-    schema = output_schema(pool.rationale_dim)
-    now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
+    per_user = config.rationale_layout == "per_user"
+    schema = output_schema(pool.rationale_dim if per_user else None)
+    now = int(time.time() * 1e6)
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
     ann = seed_index(seed_vectors, config.pool) if config.pool.assignment == "nearest" else None
@@ -182,12 +201,11 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             else:
                 index, similarity = nearest_seeds(vectors, seed_vectors, k, buffer)
             n = batch.num_rows
+            embedding = [vector_array(mix(seeds["rationale"], index, similarity))] if per_user else []
             table = pa.Table.from_arrays([
-                batch.column("user_id"), batch.column("user_idx"),
-                vector_array(mix(seeds["rationale"], index, similarity)),
-                seed_ids.take(pa.array(index[:, 0])),
+                batch.column("user_id"), batch.column("user_idx"), *embedding, seed_ids.take(pa.array(index[:, 0])),
                 pa.array(similarity[:, 0].astype(np.float32)), pa.array(np.full(n, pool.version, np.int64)),
-                pa.array(np.full(n, now.value, np.int64), pa.timestamp("us", tz="UTC"))], schema=schema)
+                pa.array(np.full(n, now, np.int64), TIMESTAMP)], schema=schema)
             if pending is not None:
                 pending.result()
             pending = writer.submit(out.write_table, table)
@@ -196,8 +214,11 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
             bar.update(n)
         if pending is not None:
             pending.result()
+    if not per_user and shard is None:  # sharded runs: merge_shards writes it once
+        write_seed_rationales(workspace, pool, seeds, now)
     seconds = time.perf_counter() - started
     summary = {"users": users, "pool_version": pool.version, "pool_size": len(seed_vectors), "top_k": k,
+               "layout": config.rationale_layout, "timestamp_us": now,
                "index": config.pool.index if ann is not None else "exact",
                **(recall_figures(hits, checked) if ann is not None else {}),
                "similarity_sum": similarity_sum, "mean_similarity": round(similarity_sum / max(users, 1), 4),
@@ -224,6 +245,9 @@ def merge_shards(workspace: Workspace, shards: int) -> dict:
         for part in parts:
             for batch in pq.ParquetFile(part).iter_batches():
                 out.write_batch(batch)
+    if summaries[0]["layout"] == "seed_keyed":
+        pool = next(p for p in pool_versions(workspace) if p.version == summaries[0]["pool_version"])
+        write_seed_rationales(workspace, pool, load_pool(pool), min(s["timestamp_us"] for s in summaries))
     users = sum(s["users"] for s in summaries)
     summary = {**summaries[0], "users": users, "shards": shards, "table": workspace.stored(str(target)),
                "similarity_sum": sum(s["similarity_sum"] for s in summaries),

@@ -38,6 +38,7 @@ MILVUS_FILE = "pool/milvus.db"
 POOL_POINTER = "pool/current.json"
 POOL_VERSIONS = "pool/versions.json"
 USER_RATIONALES = "features/user_rationale_embedding.parquet"
+SEED_RATIONALES = "features/seed_rationale_embedding.parquet"  # the seed-keyed layout's shared embeddings
 ITEM_TEXT = "features/item_text_embedding.parquet"
 RETRIEVAL_SUMMARY = "features/retrieval.json"
 FEAST_REGISTRY = "features/registry.db"
@@ -141,6 +142,10 @@ class Workspace:
     @property
     def user_rationales(self) -> Path:
         return self.file(USER_RATIONALES)
+
+    @property
+    def seed_rationales(self) -> Path:
+        return self.file(SEED_RATIONALES)
 
     @property
     def item_text(self) -> Path:

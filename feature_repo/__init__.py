@@ -5,6 +5,8 @@ the workspace's Parquet tables; :func:`feature_store` opens the store whose regi
 SQLite online store live in ``workspace/features``.  The folder is also a standard Feast repo
 (``feature_store.yaml``, ``features.py``) for the Feast CLI.  May import: ``components`` (paths).
 """
-from feature_repo.repo import ENTITY_KEYS, FEATURE_SERVICE, RATIONALE_VIEW, apply_definitions, definitions, feature_store
+from feature_repo.repo import (ENTITY_KEYS, FEATURE_SERVICE, RATIONALE_VIEW, SEED_SERVICE, SEED_VIEW, apply_definitions,
+                               definitions, feature_store, seed_keyed)
 
-__all__ = ["ENTITY_KEYS", "FEATURE_SERVICE", "RATIONALE_VIEW", "apply_definitions", "definitions", "feature_store"]
+__all__ = ["ENTITY_KEYS", "FEATURE_SERVICE", "RATIONALE_VIEW", "SEED_SERVICE", "SEED_VIEW", "apply_definitions",
+           "definitions", "feature_store", "seed_keyed"]

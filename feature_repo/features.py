@@ -31,3 +31,7 @@ user_behaviour_embedding = _objects.get("user_behaviour_embedding")  # once the 
 item_text_embedding = _objects.get("item_text_embedding")  # once the item text table exists
 ranker = _objects["ranker"]
 ranker_items = _objects.get("ranker_items")
+pool = _objects.get("pool")  # the seed-keyed layout (the default): seeds' embeddings stored once
+seed = _objects.get("seed")
+seed_rationale_embedding = _objects.get("seed_rationale_embedding")
+ranker_seeds = _objects.get("ranker_seeds")

@@ -6,6 +6,8 @@ import io
 import logging
 from datetime import timedelta
 
+import pyarrow.parquet as pq
+
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, Project, ValueType
 from feast.repo_config import RepoConfig
 from feast.types import Array, Bool, Float32, Int64, String
@@ -15,8 +17,11 @@ from components.workspace import FEAST_ROOT_MARK, FEATURES, Workspace
 
 PROJECT = "reland"  # as feature_store.yaml names it
 FEATURE_SERVICE = "ranker"
+SEED_SERVICE = "ranker_seeds"  # the seed-keyed layout's second lookup
 RATIONALE_VIEW = "user_rationale_embedding"
-ENTITY_KEYS = {RATIONALE_VIEW: "user_id", "user_behaviour_embedding": "user_id", "item_text_embedding": "item_id"}
+SEED_VIEW = "seed_rationale_embedding"
+ENTITY_KEYS = {RATIONALE_VIEW: ("user_id",), "user_behaviour_embedding": ("user_id",),
+               "item_text_embedding": ("item_id",), SEED_VIEW: ("pool_version", "seed_user_id")}
 logging.getLogger("feast").setLevel(logging.WARNING)
 
 
@@ -69,38 +74,60 @@ def relocate_sources(store: FeatureStore, workspace: Workspace) -> bool:
     return bool(views)
 
 
+def seed_keyed(workspace: Workspace) -> bool:
+    """Whether the workspace's retrieval table is the seed-keyed layout (no embedding per user)."""
+    table = workspace.user_rationales
+    return table.exists() and "rationale_embedding" not in pq.read_schema(table).names
+
+
 def definitions(workspace: Workspace, ttl_days: int = 30) -> list:
     """Entities, the feature views over the workspace's tables that exist, and the feature services.
 
-    ``user_rationale_embedding`` (retrieval, Eq. 3) always; ``user_behaviour_embedding`` (the
-    encoder's M) and ``item_text_embedding`` (MiniLM over item text) when their tables exist.
-    The ``ranker`` service holds the user views; ``ranker_items`` the item view.
+    ``user_rationale_embedding`` (retrieval, Eq. 3) always: each user's assigned seed, similarity
+    and pool version, with the rationale embedding itself in the per-user layout; in the
+    seed-keyed layout the embedding is ``seed_rationale_embedding``'s, one row per (pool version,
+    seed), served by the ``ranker_seeds`` service.  ``user_behaviour_embedding`` (the encoder's
+    M) and ``item_text_embedding`` (MiniLM over item text) when their tables exist.  The
+    ``ranker`` service holds the user views; ``ranker_items`` the item view.
     """
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
                   description="a user of the recommender (raw id)")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a catalogue item (raw id)")
     ttl = timedelta(days=ttl_days)
 
-    def view(name: str, path, entity: Entity, fields: list[Field], description: str) -> FeatureView:
+    def view(name: str, path, entities: list[Entity], fields: list[Field], description: str) -> FeatureView:
         # Absolute, as the Feast CLI resolves them from feature_repo/; relocate_sources follows a moved workspace.
         source = FileSource(name=f"{name}_source", path=str(path), timestamp_field="event_timestamp")
-        return FeatureView(name=name, entities=[entity], ttl=ttl, source=source, online=True, schema=fields,
+        return FeatureView(name=name, entities=entities, ttl=ttl, source=source, online=True, schema=fields,
                            description=description)
 
-    user_views = [view(RATIONALE_VIEW, workspace.user_rationales, user,
-                       [Field(name="rationale_embedding", dtype=Array(Float32)), Field(name="seed_user_id", dtype=String),
-                        Field(name="similarity", dtype=Float32), Field(name="pool_version", dtype=Int64)],
-                       "Embedding of the Step-2 rationale of the user's most similar seed (RELAND Eq. 3)")]
+    embedding = [Field(name="rationale_embedding", dtype=Array(Float32))]
+    assignment = [Field(name="seed_user_id", dtype=String), Field(name="similarity", dtype=Float32),
+                  Field(name="pool_version", dtype=Int64)]
+    shared = seed_keyed(workspace)
+    user_views = [view(RATIONALE_VIEW, workspace.user_rationales, [user], assignment if shared else embedding + assignment,
+                       "The user's most similar seed (RELAND Eq. 3)" + (
+                           "; its rationale embedding is seed_rationale_embedding's" if shared else
+                           " and the embedding of that seed's Step-2 rationale"))]
     behaviour = workspace.user_vectors
     if behaviour.exists():
-        user_views.append(view("user_behaviour_embedding", behaviour, user,
+        user_views.append(view("user_behaviour_embedding", behaviour, [user],
                                [Field(name="vector", dtype=Array(Float32)), Field(name="cold", dtype=Bool)],
                                "The behaviour encoder's user vector (M, Eq. 1)"))
     objects = [user, item, *user_views,
                FeatureService(name=FEATURE_SERVICE, features=user_views, description="user features the ranker pulls")]
+    if shared:
+        pool = Entity(name="pool", join_keys=["pool_version"], value_type=ValueType.INT64,
+                      description="a version of the LLM reasoning pool")
+        seed = Entity(name="seed", join_keys=["seed_user_id"], value_type=ValueType.STRING,
+                      description="a seed user of the pool (raw id)")
+        seeds = view(SEED_VIEW, workspace.seed_rationales, [pool, seed], embedding,
+                     "Embedding of a seed's Step-2 rationale, stored once for every user assigned to it")
+        objects += [pool, seed, seeds, FeatureService(name=SEED_SERVICE, features=[seeds],
+                                                      description="the rationale embedding of a user's assigned seed")]
     items = workspace.item_text
     if items.exists():
-        item_view = view("item_text_embedding", items, item, [Field(name="text_embedding", dtype=Array(Float32))],
+        item_view = view("item_text_embedding", items, [item], [Field(name="text_embedding", dtype=Array(Float32))],
                          "MiniLM embedding of the item's title, brand and categories")
         objects += [item_view, FeatureService(name=f"{FEATURE_SERVICE}_items", features=[item_view],
                                               description="item features for the ranker's candidates")]

@@ -112,6 +112,7 @@ class Ranker:
         self.version = registry_version(model_uri)
         self.catalogue = Catalogue.load(PreparedDataset(workspace.prepared), SPLIT_COLUMN[self.model.family])
         self.features = OnlineFeatures(workspace, config.features)
+        self.features.warm()  # the pool's seed embeddings, so a request is one lookup
         self.workspace = workspace
 
     @functools.lru_cache(maxsize=16)
@@ -142,7 +143,7 @@ class Ranker:
         order = np.argsort(-scores, kind="stable")[: request.k]
         version = None if cold else int(row["pool_version"])
         explained = not cold and self.model.fusion is not None
-        stamp = None if cold else datetime.fromtimestamp(row["rationale_embedding__ts"], timezone.utc)
+        stamp = None if cold else datetime.fromtimestamp(row["seed_user_id__ts"], timezone.utc)  # the assignment's time
         return RankResponse(
             user_id=request.user_id, items=[RankedItem(item_id=known[i], score=float(scores[i])) for i in order],
             cold_start=cold, explanation=self.explanations(version).get(str(row["seed_user_id"])) if explained else None,

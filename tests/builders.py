@@ -45,6 +45,5 @@ def make_pool(ws: Workspace) -> None:
     """A real three-seed pool version in Milvus Lite, so the gate has seeds and a version to check."""
     seeds = pd.DataFrame({"user_idx": [0, 1, 2], "user_id": ["seed0", "seed1", "seed2"], "step1": "s", "step2": "t",
                           "model": "m", "template_version": "v", "prompt_tokens": 0, "completion_tokens": 0})
-    rng = np.random.default_rng(0)
-    write_pool_version(ws, str(ws.milvus_file), seeds, rng.normal(size=(3, 8)).astype(np.float32),
-                       rng.normal(size=(3, 384)).astype(np.float32))
+    behaviour = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    write_pool_version(ws, str(ws.milvus_file), seeds, behaviour, unit(3, 0))  # rationales are unit, as MiniLM's

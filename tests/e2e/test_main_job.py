@@ -163,6 +163,11 @@ def moved_workspace_keeps_working(original: Path, moved: Path, config: Path) -> 
     from components.config import load_config
     from serving import create_app
 
+    from components.steps import STEPS, is_current
+
+    settings = load_config(file=config)
+    stale = [name for name in STEPS if name != "train_ranker" and not is_current(settings, Workspace(original), name)]
+    assert not stale, f"stale before the move (the studies changed the base workspace?): {stale}"
     original.rename(moved)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 

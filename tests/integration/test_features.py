@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from components.config import load_config
+from components import features as features_module
 from components.features import apply_features, materialise_features, online_features
 from components.retrieval import output_schema
 from components.data.tables import vector_array
@@ -235,3 +236,75 @@ def test_a_moved_workspace_registry_names_its_own_tables(tmp_path):
     assert paths and all(path.startswith(str(moved.root) + "/") for path in paths), paths
     materialise_features(config, moved)
     assert online_features(moved, ["u2"])["pool_version"] == [1]
+
+
+def write_user_vectors(ws: Workspace, users: int, dim: int = 8) -> None:
+    """Behaviour vectors as embed_users writes them (values generated here)."""
+    vectors = np.random.default_rng(5).normal(size=(users, dim)).astype(np.float32)
+    stamp = int((datetime.now(timezone.utc) - timedelta(minutes=10)).timestamp() * 1e6)
+    pq.write_table(pa.table({"user_idx": np.arange(users), "user_id": [f"u{i}" for i in range(users)],
+                             "vector": vector_array(vectors), "cold": np.zeros(users, bool),
+                             "event_timestamp": pa.array(np.full(users, stamp), pa.timestamp("us", tz="UTC"))}),
+                   ws.user_vectors, row_group_size=50)
+
+
+def test_seed_keyed_layout_serves_and_trains_on_the_per_user_layouts_features(tmp_path, redis_url):
+    """Top-1 retrieval stored per seed and joined at serving gives every user exactly the embedding the
+    per-user layout stores, online (SQLite; Redis with two writer processes) and in training's
+    point-in-time join, while storing each seed's embedding once."""
+    from components.ranker_data import rationale_features
+    from components.retrieval import retrieve_rationales
+
+    users = [f"u{i}" for i in range(300)]
+    served, trained = {}, {}
+    for layout, store in (("per_user", "sqlite"), ("seed_keyed", "sqlite"), ("seed_keyed", "redis")):
+        ws = Workspace(tmp_path / f"{layout}-{store}")
+        make_pool(ws)
+        write_user_vectors(ws, len(users))
+        config = load_config(overrides={"features": {"layout": layout, "online_store": store, "redis_url": redis_url,
+                                                     "write_workers": 2, "write_batch_rows": 1000}})
+        assert retrieve_rationales(config, ws, progress=False)["layout"] == layout
+        names = apply_features(config, ws)
+        assert ("seed_rationale_embedding" in names) == (layout == "seed_keyed")
+        written = materialise_features(config, ws, progress=False)
+        assert written["rows_written"]["user_rationale_embedding"] == len(users)
+        assert written["rows_written"].get("seed_rationale_embedding", 3) == 3, "each seed once"
+        assert materialise_features(config, ws, progress=False)["rows_written"]["user_rationale_embedding"] == 0, \
+            "incremental: nothing new to write"
+        got = online_features(ws, users + ["nobody"], config.features)
+        assert got["rationale_embedding"][-1] is None and got["seed_user_id"][-1] is None
+        served[layout, store] = (np.array(got["rationale_embedding"][:-1]), got["seed_user_id"][:-1])
+        as_of = pd.Timestamp.now(tz="UTC")
+        trained[layout, store] = rationale_features(ws, config.features, pd.Series(users), as_of)
+        if (layout, store) == ("seed_keyed", "sqlite"):  # the two-entity seed view is what `feast apply` would register
+            plan = feast_cli("plan", workspace=ws.root)
+            assert plan.returncode == 0 and "No changes to registry" in plan.stdout, plan.stdout + plan.stderr
+    reference, seeds = served["per_user", "sqlite"]
+    assert len(set(seeds)) == 3
+    for key, (vectors, assigned) in served.items():
+        assert assigned == seeds and np.allclose(vectors, reference, atol=1e-6), key
+        assert np.allclose(trained[key], reference, atol=1e-6), key
+
+
+def test_a_warmed_handle_serves_seed_keyed_features_with_one_lookup(tmp_path):
+    """The seed embeddings a (pool version, seed) names never change, so the handle reads them once."""
+    from components.retrieval import retrieve_rationales
+
+    ws = Workspace(tmp_path)
+    make_pool(ws)
+    write_user_vectors(ws, 40)
+    config = load_config()
+    retrieve_rationales(config, ws, progress=False)
+    apply_features(config, ws)
+    materialise_features(config, ws, progress=False)
+    online = features_module.OnlineFeatures(ws, config.features)
+    assert online.warm() == 3
+    asked = []
+    real = online.store.get_online_features
+    online.store.get_online_features = lambda **kw: asked.append(kw["features"].name) or real(**kw)
+    first = online.get(["u1", "u2"])["rationale_embedding"]
+    assert asked == ["ranker"], "no second lookup once warm"
+    assert np.allclose(first, online_features(ws, ["u1", "u2"], config.features)["rationale_embedding"])
+    small = features_module.OnlineFeatures(ws, config.features, seed_cache=1)
+    small.get([f"u{i}" for i in range(40)])
+    assert len(small._embeddings) == 1, "bounded"

@@ -137,12 +137,21 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded, monkeypatch):
     table = pd.read_parquet(seeded.user_rationales)
     users = pd.read_parquet(seeded.user_vectors)
     assert summary["users"] == len(users) == len(table) and table["user_id"].is_unique
-    assert set(table["pool_version"]) == {1}
-    embeddings = np.stack(table["rationale_embedding"])
-    assert embeddings.shape[1] == 384 and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
+    assert set(table["pool_version"]) == {1} and "rationale_embedding" not in table, "seed-keyed: stored per seed"
+    assert summary["layout"] == "seed_keyed"
     assert table["similarity"].between(-1, 1).all()
     pool = load_pool(current_pool(seeded))
     assert set(table["seed_user_id"]) <= set(pool["seed_user_id"])
+    shared = pd.read_parquet(seeded.seed_rationales).set_index("seed_user_id")
+    assert shared.index.tolist() == list(pool["seed_user_id"]) and set(shared["pool_version"]) == {1}
+    assert np.allclose(np.stack(shared["rationale_embedding"]), pool["rationale"])
+    embeddings = np.stack(shared.loc[table["seed_user_id"], "rationale_embedding"])  # what serving joins
+    assert embeddings.shape[1] == 384 and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-4)
+    per_user = retrieve_rationales(config().model_copy(update={"features": config().features.model_copy(
+        update={"layout": "per_user"})}), seeded, progress=False)
+    assert per_user["layout"] == "per_user"
+    assert np.allclose(np.stack(pd.read_parquet(seeded.user_rationales)["rationale_embedding"]), embeddings)
+    retrieve_rationales(config(), seeded, progress=False)
     seeds = set(pd.read_parquet(seeded.seeds)["user_id"])
     assert (table[table.user_id.isin(seeds)]["similarity"] > 0.999).all(), "a seed retrieves itself"
     vectors = vectors_of(pq.read_table(seeded.user_vectors).column("vector"))
@@ -155,10 +164,12 @@ def test_pool_versions_bulk_and_milvus_retrieval_agree(seeded, monkeypatch):
     assert merged["users"] == len(table) and merged["shards"] == 3
     sharded = pd.read_parquet(seeded.user_rationales).set_index("user_id").loc[table["user_id"]]
     assert sharded["seed_user_id"].tolist() == table["seed_user_id"].tolist()
-    assert np.allclose(np.stack(sharded["rationale_embedding"]), embeddings)
+    merged_seeds = pd.read_parquet(seeded.seed_rationales).drop(columns="event_timestamp")
+    assert merged_seeds.equals(shared.reset_index().drop(columns="event_timestamp")), "the merge writes the seeds' table"
     mixed = retrieve_rationales(config().model_copy(update={"pool": config().pool.model_copy(update={"top_k": 3})}),
                                 seeded, progress=False)
-    assert mixed["top_k"] == 3
+    assert mixed["top_k"] == 3 and mixed["layout"] == "per_user", "a mixture is a vector per user"
+    assert "rationale_embedding" in pd.read_parquet(seeded.user_rationales)
 
 
 def test_vacuous_answers_are_asked_again_with_sampling_then_left_out_of_the_pool(seeded):
