@@ -37,13 +37,13 @@ def apply_features(config: Config, workspace: Workspace, progress: bool = True) 
 def validate_features(config: Config, workspace: Workspace) -> dict:
     """The GX gates on ``user_rationale_embedding`` (and, seed-keyed, ``seed_rationale_embedding``): raise
     ``ValidationFailed`` before anything is served."""
-    from components.pool import current_pool, load_pool
+    from components.pool import current_pool, seed_ids
     from feature_repo import SEED_VIEW, seed_keyed
     from validation.gate import run_gate
     from validation.suites import rationale_chunks, rationale_suite, recall_suite, seed_rationale_suite
 
     pool = current_pool(workspace)
-    seeds = [str(s) for s in load_pool(pool)["seed_user_id"]]
+    seeds = seed_ids(pool)
     retrieval = read_json(workspace.retrieval_summary) if workspace.retrieval_summary.exists() else {}
     if retrieval.get("recall_at_1") is not None:  # an approximate index: its sampled recall, before any row
         run_gate("retrieval_recall", recall_suite(config.pool.min_recall),
@@ -88,13 +88,14 @@ def write_view(config: Config, workspace: Workspace, view: str, path: str, begin
                progress: bool = True) -> int:
     """Rows of ``path`` stamped in (begin, end] into ``view``'s online table; the row groups are split
     among the writer processes (one for SQLite, which takes a single writer)."""
-    groups = pq.ParquetFile(path).num_row_groups
-    workers = 1 if config.features.online_store == "sqlite" else min(config.features.write_workers, groups)
-    tasks = [(i, workers * 4) for i in range(workers * 4)] if workers > 1 else [(0, 1)]
-    rows = pq.ParquetFile(path).metadata.num_rows
+    metadata = pq.ParquetFile(path).metadata
+    workers = 1 if config.features.online_store == "sqlite" else min(config.features.write_workers,
+                                                                      metadata.num_row_groups)
+    rows = metadata.num_rows
     with tqdm(total=rows, desc=f"write {view}", unit="row", disable=not progress) as bar:
         if workers == 1:
             return write_rows(config, workspace, view, path, begin, end, (0, 1), bar.update)
+        tasks = [(i, workers * 4) for i in range(workers * 4)]  # a few per worker, so progress moves
         written = 0
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for done in as_completed([pool.submit(write_rows, config, workspace, view, path, begin, end, task)
@@ -167,12 +168,12 @@ class OnlineFeatures:
 
     def warm(self, batch: int = 10_000) -> int:
         """Read the current pool's seed embeddings into the cache (seed-keyed layout); how many are held."""
-        from components.pool import current_pool, load_pool
+        from components.pool import current_pool, seed_ids
 
         if self.seeds is None:
             return 0
         pool = current_pool(self.workspace)
-        keys = [(pool.version, str(s)) for s in load_pool(pool)["seed_user_id"][: self.seed_cache]]
+        keys = [(pool.version, s) for s in seed_ids(pool)[: self.seed_cache]]
         for start in range(0, len(keys), batch):
             self._fetch(keys[start:start + batch])
         return len(self._embeddings)

@@ -221,6 +221,11 @@ def write_pool_version(workspace: Workspace, uri: str, seeds: pd.DataFrame, beha
     return pool
 
 
+def seed_ids(pool: PoolVersion) -> list[str]:
+    """The pool version's seed user ids, in pool order (one column of its snapshot)."""
+    return [str(s) for s in pq.read_table(pool.snapshot, columns=["seed_user_id"]).column("seed_user_id").to_pylist()]
+
+
 def load_pool(pool: PoolVersion) -> dict[str, np.ndarray]:
     """All of a pool version's seeds (ids, behaviour vectors, rationale embeddings), from its snapshot.
 

@@ -205,17 +205,17 @@ def rationale_features(workspace: Workspace, features: FeaturesConfig, users: pd
                        as_of: pd.Timestamp | pd.Series) -> np.ndarray:
     """Each user's rationale embedding as of ``as_of``, as serving sees it: the user's own row (per-user
     layout), or the row of the seed the user is assigned to (seed-keyed layout)."""
-    from feature_repo import RATIONALE_VIEW, SEED_VIEW, seed_keyed
+    from feature_repo import ENTITY_KEYS, RATIONALE_VIEW, SEED_VIEW, seed_keyed
 
     if not seed_keyed(workspace):
         return historical_features(workspace, features, f"{RATIONALE_VIEW}:rationale_embedding", users, as_of)
+    keys = list(ENTITY_KEYS[SEED_VIEW])  # what the user's row names: its pool version and seed
     entity = pd.DataFrame({"user_id": users.astype(str).to_numpy(), "event_timestamp": as_of})
-    assigned = historical_frame(workspace, features, [f"{RATIONALE_VIEW}:seed_user_id", f"{RATIONALE_VIEW}:pool_version"],
-                                entity)
-    seeds = pd.DataFrame({"pool_version": assigned["pool_version"].astype(np.int64).to_numpy(),
-                          "seed_user_id": assigned["seed_user_id"].astype(str).to_numpy(), "event_timestamp": as_of})
+    assigned = historical_frame(workspace, features, [f"{RATIONALE_VIEW}:{key}" for key in keys], entity)
+    seeds = assigned.astype({"pool_version": np.int64, "seed_user_id": str}).reset_index(drop=True)
+    seeds["event_timestamp"] = entity["event_timestamp"]
     # Feast's join keeps one row per (keys, timestamp): ask once per distinct seed, then give each user its seed's.
     distinct = seeds.drop_duplicates(ignore_index=True)
+    row = seeds.groupby([*keys, "event_timestamp"], sort=False).ngroup().to_numpy()
     vectors = historical_frame(workspace, features, [f"{SEED_VIEW}:rationale_embedding"], distinct)
-    row = seeds.merge(distinct.assign(_distinct=np.arange(len(distinct))), how="left")["_distinct"].to_numpy()
     return np.stack(vectors["rationale_embedding"].to_numpy()).astype(np.float32)[row]
