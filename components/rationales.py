@@ -273,29 +273,46 @@ def generate_rationales(config: Config, workspace: Workspace, backend: LLMBacken
     return _write_outputs(workspace, config, seeds, jobs, counters, time.perf_counter() - started, cfg.model)
 
 
+def _reasks(job: _Job, cached: dict[str, Completion], config: Config, catalogue: Catalogue) -> list[_Job]:
+    """The re-asks ``job`` may need: both kinds while its answer is unknown, else only the one its
+    cached answer calls for (the stricter one when malformed, the sampled one when vacuous)."""
+    stricter = copy.copy(job)
+    _stricter(stricter, config)
+    resampled = [_resampled(job, config)] if config.llm.resample_temperature > 0 else []
+    if job.key not in cached:
+        return [stricter, *resampled]
+    answered = copy.copy(job)
+    answered.completion = cached[job.key]
+    _parse([answered], config, catalogue)
+    if answered.parsed is None:
+        return [stricter]
+    return resampled if answered.grounding.vacuous else []
+
+
 def export_batch(config: Config, workspace: Workspace, target: Path, every_user: bool = False,
                  strict: bool = True) -> dict:
     """Write the prompts the cache cannot answer as an OpenAI batch file (for a GPU box or a batch API).
 
     ``every_user`` plans a prompt for every user (per-user inference, the 100% budget) instead
-    of the seeds; ``strict`` adds each prompt's stricter re-ask and its sampled re-ask
-    (``llm.resample_temperature``), so malformed and vacuous answers need no second round trip.  The final assistant message is a prefill (``continue_final_message``).
+    of the seeds; ``strict`` adds the re-asks: for a prompt not yet answered, its stricter re-ask
+    and its sampled re-ask (``llm.resample_temperature``), so malformed and vacuous answers need no
+    second round trip; for one already answered (a first round imported), only the re-ask its answer
+    needs.  The final assistant message is a prefill (``continue_final_message``).
     """
     cfg = config.llm
     if every_user:
         seeds = PreparedDataset(workspace.prepared).users()[["user_idx", "user_id"]]
     else:
         seeds = pd.read_parquet(workspace.seeds)
-    jobs, users = plan_jobs(config, workspace, seeds)
-    if strict:
-        for job in list(jobs):
-            jobs.append(copy.copy(job))
-            _stricter(jobs[-1], config)
-            if cfg.resample_temperature > 0:
-                jobs.append(_resampled(job, config))
+    catalogue = Catalogue(PreparedDataset(workspace.prepared).items()) if strict else None
+    jobs, users = plan_jobs(config, workspace, seeds, catalogue)
     cache = ResponseCache(workspace.llm_cache)
     try:
         known = cache.get([job.key for job in jobs])
+        if strict:
+            reasks = [again for job in jobs for again in _reasks(job, known, config, catalogue)]
+            known.update(cache.get([job.key for job in reasks]))
+            jobs += reasks
     finally:
         cache.close()
     written = set()

@@ -205,7 +205,9 @@ def rationales_generate(obj: _Context, prompt, backend, base_url, model) -> None
 @rationales.command("export-batch")
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--all-users", is_flag=True, help="A prompt for every user (per-user inference), not only the seeds.")
-@click.option("--no-strict", is_flag=True, help="Leave out the stricter re-ask of each prompt.")
+@click.option("--no-strict", is_flag=True,
+              help="Only the prompts, no re-asks; exporting again after importing their answers then writes "
+                   "only the re-asks those answers need.")
 @click.option("--prompt", type=click.Choice(["cot", "direct"]), default=None, help="Template (default: the config's).")
 @click.pass_obj
 def rationales_export_batch(obj: _Context, output: str, all_users: bool, no_strict: bool, prompt: str | None) -> None:

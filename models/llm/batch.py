@@ -7,7 +7,7 @@ Runs the local backend over a request file written by ``reland rationales export
 (one ``/v1/chat/completions`` body per line; a final assistant message is a prefill that
 is continued, as vLLM's ``continue_final_message``).  Needs torch and transformers only, so
 it runs on a bare GPU box; the results go back with ``reland rationales import-batch``.
-Results are appended and flushed per batch: a rerun skips the requests already answered.
+Each answer is appended and flushed as it is generated: a rerun skips the requests already answered.
 The same request file also suits vLLM's ``python -m vllm.entrypoints.openai.run_batch``.
 """
 from __future__ import annotations
@@ -56,15 +56,19 @@ def run_batch(requests: Path, results: Path, backend: LocalBackend, chunk: int =
     done_now = 0
     with results.open("a") as out:
         for part in parts:
-            completions = backend.complete([r["body"]["messages"] for r in part], part[0]["body"]["max_tokens"],
-                                           temperature=temperature(part[0]))
-            for request, completion in zip(part, completions):
+            def write(index: int, completion: Completion, part: list[dict] = part) -> None:
+                nonlocal done_now
+                request = part[index]
                 last = request["body"]["messages"][-1]
                 prefill = last["content"] if last["role"] == "assistant" else ""
                 out.write(json.dumps(result_line(request["custom_id"], backend.name, prefill, completion)) + "\n")
-            out.flush()
-            done_now += len(part)
-            print(f"answered {done_now:,} / {len(pending):,}", flush=True)
+                out.flush()  # each answer is kept the moment it exists: a crash loses none
+                done_now += 1
+                if done_now % backend.batch_size == 0 or done_now == len(pending):
+                    print(f"answered {done_now:,} / {len(pending):,}", flush=True)
+
+            backend.complete([r["body"]["messages"] for r in part], part[0]["body"]["max_tokens"],
+                             on_completion=write, temperature=temperature(part[0]))
     return len(pending)
 
 

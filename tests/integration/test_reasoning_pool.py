@@ -247,9 +247,23 @@ class _NoCalls(LLMBackend):
         raise AssertionError(f"{len(conversations)} prompts reached the LLM after the batch import")
 
 
+class _KilledAfterOneAnswer:
+    """The real backend, with the worker killed right after its first answer."""
+
+    def __init__(self, backend):
+        self.backend, self.name, self.batch_size = backend, backend.name, backend.batch_size
+
+    def complete(self, conversations, max_new_tokens, on_completion=None, temperature=0.0):
+        def keep_then_die(index, completion):
+            on_completion(index, completion)
+            raise KeyboardInterrupt
+        return self.backend.complete(conversations, max_new_tokens, on_completion=keep_then_die,
+                                     temperature=temperature)
+
+
 @pytest.mark.slow
 def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_path):
-    """export-batch -> the GPU-box worker (real SmolLM2, here on CPU) -> import-batch -> zero calls."""
+    """export-batch -> the GPU-box worker (real SmolLM2, here on CPU; killed once) -> import-batch -> zero calls."""
     import json
     import os
 
@@ -266,12 +280,49 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_pat
     assert export_batch(cfg, ws, requests)["requests"] == 6, "two prompts, their stricter and sampled re-asks"
     sampled = [json.loads(line)["body"]["temperature"] for line in requests.read_text().splitlines()]
     assert sorted(sampled) == [0, 0, 0, 0, 0.7, 0.7]
-    assert run_batch(requests, results, smollm, chunk=3) == 6
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(requests, results, _KilledAfterOneAnswer(smollm), chunk=3)
+    assert len(results.read_text().splitlines()) == 1, "the answer generated before the kill is kept"
+    assert run_batch(requests, results, smollm, chunk=3) == 5
     assert run_batch(requests, results, smollm) == 0, "a rerun skips answered requests"
     assert import_batch(ws, requests, results) == {"imported": 6, "failed": 0, "unknown": 0, "requests": 6}
     assert export_batch(cfg, ws, requests)["requests"] == 0
     summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
     assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2
+
+
+def test_a_second_export_asks_only_the_reasks_the_imported_answers_need(seeded, tmp_path):
+    """After a first round without re-asks: a grounded answer needs nothing more, a malformed one its
+    stricter re-ask, a vacuous one its sampled re-ask."""
+    import os
+
+    from components.data.prepare import PreparedDataset
+    from components.grounding import Catalogue
+    from components.llm_cache import ResponseCache
+    from components.rationales import export_batch, plan_jobs
+    from models.llm.base import Completion
+
+    ws = Workspace(tmp_path / "three-seeds")
+    ws.root.mkdir()
+    for part in ("data", "encoder"):
+        os.symlink(seeded.root / part, ws.root / part)
+    pd.read_parquet(seeded.seeds).head(3).to_parquet(ws.seeds)
+    cfg = load_config(overrides={"synthetic": {"users": 300, "clusters": 4}})
+    jobs, _ = plan_jobs(cfg, ws, pd.read_parquet(ws.seeds), Catalogue(PreparedDataset(ws.prepared).items()))
+    term = sorted(jobs[0].history_terms)[0]
+    answers = [f"Step 1: The customer likes {term} very much.\nStep 2: The customer may like more {term}.",
+               "I like turtles.",
+               "Step 1: The customer likes the brand and the style.\nStep 2: The customer may like similar ones."]
+    cache = ResponseCache(ws.llm_cache)
+    cache.put([(job.key, cfg.llm.model, job.version, job.messages, Completion(text, 100, 20, 1.0))
+               for job, text in zip(jobs, answers)])
+    cache.close()
+    requests = tmp_path / "second-round.jsonl"
+    assert export_batch(cfg, ws, requests) == {"prompts": 5, "requests": 2, "file": str(requests)}
+    bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
+    assert sorted(body["temperature"] for body in bodies) == [0, cfg.llm.resample_temperature]
+    strict = next(body for body in bodies if body["temperature"] == 0)
+    assert strict["messages"] != jobs[1].messages, "the malformed answer's re-ask is the stricter prompt"
 
 
 def test_injected_item_text_never_reaches_a_served_explanation(seeded, tmp_path, monkeypatch):
