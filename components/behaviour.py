@@ -11,6 +11,7 @@ import pickle
 import shutil
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import dgl
 import numpy as np
@@ -104,7 +105,12 @@ class Optimiser:
             part.step()
 
 
-def write_item_text_features(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+class ItemTextSummary(TypedDict):
+    items: int
+    dim: int
+
+
+def write_item_text_features(config: Config, workspace: Workspace, progress: bool = True) -> ItemTextSummary:
     """``features/item_text_embedding.parquet``: MiniLM over each item's title, brand and categories."""
     data = PreparedDataset(workspace.prepared)
     vectors = item_text_embeddings(data, workspace, progress).numpy()
@@ -157,7 +163,18 @@ def save_checkpoint(path: Path, model: BehaviourEncoder, enc: EncoderConfig, epo
                     "epoch": epoch, "metrics": metrics}, tmp)
 
 
-def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+class EncoderReport(TypedDict):
+    """``encoder/training.json``: the encoder's settings, its graph, and the best epoch against popularity."""
+    encoder: dict  # the encoder section as trained
+    graph: dict  # node and edge counts per type
+    best_epoch: int
+    validation: dict[str, float]  # recall@20, ndcg@20, hit@20 at the best epoch
+    popularity: dict[str, float]  # the same metrics for the popularity baseline
+    history: list[dict]  # one row per epoch
+    dataset: str
+
+
+def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool = True) -> EncoderReport:
     """Train the configured encoder with BPR, early-stopped on validation recall@20."""
     enc = config.encoder
     data = PreparedDataset(workspace.prepared)
@@ -212,7 +229,19 @@ def load_encoder(path: Path, graph: dgl.DGLHeteroGraph, enc: EncoderConfig,
     return model
 
 
-def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+class EmbeddingSummary(TypedDict):
+    """``encoder/embedding.json``: what was embedded, how fast, and the memory before inference."""
+    users: int
+    items: int
+    cold_users: int  # users without a training edge (given the popularity-weighted mean item vector)
+    dim: int
+    seconds: float
+    users_per_s: int
+    rss_before_inference_mib: int
+    anonymous_before_inference_mib: int
+
+
+def embed_users(config: Config, workspace: Workspace, progress: bool = True) -> EmbeddingSummary:
     """Stream every user's and item's vector to Parquet in batches.
 
     Users without a training edge are *cold*: their vector is the popularity-weighted mean

@@ -6,9 +6,10 @@ import pandas as pd
 from components.config import Config
 from components.data.tables import INTERACTIONS, PreparedDataset
 from components.workspace import Workspace
+from validation.gate import GateReport
 
 
-def validate_interactions(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def validate_interactions(config: Config, workspace: Workspace, progress: bool = True) -> GateReport:
     """The staged interactions (as loaded) against the interactions suite."""
     from validation.gate import run_gate
     from validation.suites import interaction_chunks, interaction_suite
@@ -21,7 +22,7 @@ def validate_interactions(config: Config, workspace: Workspace, progress: bool =
                     workspace)
 
 
-def validate_behaviour_vectors(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def validate_behaviour_vectors(config: Config, workspace: Workspace, progress: bool = True) -> GateReport:
     """``encoder/user_vectors.parquet`` against the behaviour-embedding suite, plus one row per user."""
     from validation.gate import ValidationFailed, run_gate
     from validation.suites import behaviour_chunks, behaviour_suite

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
+from typing import TypedDict
 
 import pandas as pd
 import pyarrow as pa
@@ -56,8 +57,18 @@ def validate_features(config: Config, workspace: Workspace) -> dict:
                     rationale_chunks(workspace.user_rationales), workspace)
 
 
+class MaterialisationSummary(TypedDict):
+    """What one materialisation wrote into the online store, after the features gate passed."""
+    views: list[str]
+    end: str  # ISO time up to which each view is now materialised
+    validated_rows: int
+    rows_written: dict[str, int]  # per view
+    seconds: float
+    rows_per_s: int
+
+
 def materialise_features(config: Config, workspace: Workspace, progress: bool = True,
-                         end: datetime | None = None) -> dict:
+                         end: datetime | None = None) -> MaterialisationSummary:
     """Validate, then write each view's rows stamped after its last materialisation into the online store.
 
     Incremental as ``feast materialize-incremental`` is (the intervals are recorded in the registry,

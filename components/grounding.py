@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -105,7 +105,13 @@ class Catalogue:
                          round(len(terms & history) / len(terms), 4) if terms else 0.0)
 
 
-def grounding_summary(rationales: pd.DataFrame) -> dict:
+class GroundingSummary(TypedDict):
+    mean_grounding: float
+    vacuous_share: float
+    from_history_share: float
+
+
+def grounding_summary(rationales: pd.DataFrame) -> GroundingSummary:
     """Mean grounding score, share of vacuous answers, and share of terms from the seeds' own histories."""
     if rationales.empty:
         return {"mean_grounding": 0.0, "vacuous_share": 0.0, "from_history_share": 0.0}

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Iterator, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from pymilvus import DataType, MilvusClient
 
 from components.config import Config
 from components.data.tables import vector_array, vectors_of
-from components.grounding import grounding_summary
+from components.grounding import GroundingSummary, grounding_summary
 from components.workspace import Workspace, atomic_path, read_json, write_json
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
@@ -67,7 +67,33 @@ def milvus(pool: PoolVersion) -> Iterator[MilvusClient]:
         client.close()
 
 
-def _record(workspace: Workspace, pool: PoolVersion) -> dict:
+class PoolRecord(TypedDict):
+    """A :class:`PoolVersion` as ``pool/versions.json`` stores it (paths relative to the workspace)."""
+    version: int
+    collection: str
+    uri: str
+    size: int
+    behaviour_dim: int
+    rationale_dim: int
+    created_at: str
+    snapshot: str
+    db_name: str
+    token_env: str
+
+
+class PoolSummary(PoolRecord):
+    """``build_pool``'s result: the new version, and why each rationale left out was left out."""
+    rationales: int
+    failed: int
+    too_short: int
+    vacuous: int
+    below_min_grounding: int
+    near_duplicates: int
+    parsed: GroundingSummary  # of every parsed rationale
+    kept: GroundingSummary  # of the pooled ones
+
+
+def _record(workspace: Workspace, pool: PoolVersion) -> PoolRecord:
     """A pool version as the workspace stores it: its Milvus file and snapshot relative to the root."""
     return {**asdict(pool), "uri": workspace.stored(pool.uri), "snapshot": workspace.stored(pool.snapshot)}
 
@@ -154,7 +180,7 @@ def _schema(behaviour_dim: int, rationale_dim: int):
     return schema
 
 
-def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def build_pool(config: Config, workspace: Workspace, progress: bool = True) -> PoolSummary:
     """Filter the seed rationales, embed their Step-2 text, and write a new pool version to Milvus."""
     from models.text_encoder import TextEncoder
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Callable
+from typing import Callable, NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,14 @@ from models.recommenders import BACKBONES, Recommender, build_recommender, famil
 VARIANT_INPUTS = {"id": (False, None), "item_text": (True, None), "reland": (True, "rationale"),
                   "rationale_only": (False, "rationale"), "seed_vector": (True, "seed_vector")}
 KS = (10, 20)
+# ``train_ranker``'s result; keys with "@" need the functional form.  The test metrics come with
+# ``test=True``, ``backbone_run`` with a residual fusion, ``mlflow_run_id`` from the tracked step.
+RankerResult = TypedDict("RankerResult", {
+    "ranker": str, "backbone": str, "variant": str, "repeat": int, "settings": dict, "family": str,
+    "epochs": int, "best_epoch": int, "best_valid_ndcg@10": float, "seconds": float, "epoch_train_seconds": float,
+    "as_of": str, "backbone_run": NotRequired[dict],
+    **{f"test_{metric}@{k}": NotRequired[float] for metric in ("hit", "ndcg", "recall") for k in KS},
+    "test_users": NotRequired[int], "eval_users_per_s": NotRequired[int], "mlflow_run_id": NotRequired[str]})
 
 
 # The fusion's regularisers (Eq. 5 unchanged): z_u dropout as the transformers' 0.5, the gate started at
@@ -293,7 +301,7 @@ def fit_residual_fusion(config: Config, workspace: Workspace, data: RankerData, 
 
 def train_ranker(config: Config, workspace: Workspace, progress: bool = True,
                  on_epoch: Callable[[dict, int], None] | None = None, as_of: pd.Timestamp | None = None,
-                 save: bool = True, test: bool = True) -> dict:
+                 save: bool = True, test: bool = True) -> RankerResult:
     """Train, early-stop, test; ``on_epoch(row, epoch)`` receives each epoch's loss and validation metrics.
 
     Unfused variants train their backbone (or reuse one trained on the same inputs); the fusion

@@ -21,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -242,7 +243,7 @@ def _answer(jobs: list[_Job], config: Config, catalogue: Catalogue, backends: di
 
 
 def generate_rationales(config: Config, workspace: Workspace, backend: LLMBackend | None = None,
-                        progress: bool = True) -> dict:
+                        progress: bool = True) -> RationaleSummary:
     """Rationales for every seed in ``pool/seeds.parquet``; resumable through the response cache.
 
     ``llm.source: profile`` writes each rationale from the Step-0 profile without any LLM
@@ -361,8 +362,41 @@ def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
     return {"imported": len(entries), "failed": failed, "unknown": unknown, "requests": len(asked)}
 
 
+class PoolCost(TypedDict):
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    llm_seconds: float
+    estimated_usd: float
+
+
+class RationaleSummary(TypedDict):
+    """``pool/rationales.json``: what the seeds' rationales cost and how grounded they are."""
+    model: str
+    source: str  # llm | profile (the no-LLM control)
+    template_version: str
+    seeds: int
+    users: int
+    ok: int
+    failed: int
+    unsafe: int
+    mean_grounding: float
+    vacuous_share: float
+    from_history_share: float
+    resampled: int  # vacuous answers asked again with sampling
+    calls: int  # answers paid for in this run
+    cache_hits: int  # answers the response cache already held
+    wall_seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    llm_seconds: float
+    accelerator_hours: float
+    estimated_usd: float
+    per_user_inference: PoolCost  # what asking every user instead of the seeds would cost
+
+
 def _write_outputs(workspace: Workspace, config: Config, seeds: pd.DataFrame, jobs: list[_Job], counters: dict,
-                   seconds: float, model: str) -> dict:
+                   seconds: float, model: str) -> RationaleSummary:
     cfg = config.llm
     grounded = [j.grounding for j in jobs]
     frame = pd.DataFrame({

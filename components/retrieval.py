@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +101,7 @@ def recall_mask(user_idx: np.ndarray, share: float, seed: int) -> np.ndarray:
     return shuffled_seeds(user_idx, 1_000_000, seed)[:, 0] < int(share * 1_000_000)
 
 
-def recall_figures(hits: int, checked: int) -> dict:
+def recall_figures(hits: int, checked: int) -> dict[str, int | float | None]:
     """The sampled recall@1 of an approximate index, as a summary records it (shards add up)."""
     return {"recall_hits": hits, "recall_checked": checked, "recall_at_1": round(hits / checked, 5) if checked else None}
 
@@ -147,6 +148,29 @@ def shard_path(workspace: Workspace, shard: int) -> Path:
     return workspace.file(f"{RETRIEVAL_SHARDS}/part-{shard:05d}.parquet")
 
 
+class _ApproximateOrSharded(TypedDict, total=False):  # (NotRequired is not seen at run time under postponed annotations)
+    recall_hits: int  # an approximate index: its sampled recall@1 against exact retrieval
+    recall_checked: int
+    recall_at_1: float | None
+    shards: int  # merged from this many shards
+
+
+class RetrievalSummary(_ApproximateOrSharded):
+    """``features/retrieval.json``: which pool every user was assigned from, how similar, how fast."""
+    users: int
+    pool_version: int
+    pool_size: int
+    top_k: int
+    layout: str  # seed_keyed | per_user
+    timestamp_us: int  # the event time of every row written
+    index: str  # exact | ivf | hnsw
+    similarity_sum: float
+    mean_similarity: float
+    seconds: float
+    users_per_s: int
+    table: str  # workspace-relative
+
+
 def user_batches(source: pq.ParquetFile, block: int, shard: tuple[int, int] | None):
     """The users' vectors in blocks: all row groups, or shard i of n (row groups i, i + n, …)."""
     groups = range(source.num_row_groups) if shard is None else range(shard[0], source.num_row_groups, shard[1])
@@ -154,7 +178,7 @@ def user_batches(source: pq.ParquetFile, block: int, shard: tuple[int, int] | No
 
 
 def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = True,
-                        pool: PoolVersion | None = None, shard: tuple[int, int] | None = None) -> dict:
+                        pool: PoolVersion | None = None, shard: tuple[int, int] | None = None) -> RetrievalSummary:
     """Assign every user the rationale of its most similar seed user; stream the result to Parquet.
 
     With ``shard=(i, n)`` only the i-th of n interleaved slices of the users is processed and
@@ -228,7 +252,7 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     return summary
 
 
-def merge_shards(workspace: Workspace, shards: int) -> dict:
+def merge_shards(workspace: Workspace, shards: int) -> RetrievalSummary:
     """Join the shards' tables into ``features/user_rationale_embedding.parquet`` (streamed, atomic)."""
     parts = [shard_path(workspace, i) for i in range(shards)]
     missing = [str(p) for p in parts if not p.exists()]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypedDict
 
 import faiss
 import numpy as np
@@ -108,6 +109,23 @@ def interleave(first: np.ndarray, second: np.ndarray, share: float) -> tuple[np.
     return users[kept], from_first[kept]
 
 
+class _AdaptiveSeeds(TypedDict, total=False):  # (NotRequired is not seen at run time under postponed annotations)
+    clusters: int  # K of the representativeness K-means
+    kmeans_inertia: float
+    by_strategy: dict[str, int]  # seeds taken as representative / important
+
+
+class SeedSummary(_AdaptiveSeeds):
+    """``pool/seeds.json``: how many seeds, drawn how, and how active they are against all users
+    (the K-means figures with the adaptive strategy)."""
+    strategy: str  # adaptive | random
+    seeds: int
+    users: int
+    budget: float  # seeds / users
+    mean_interactions_seeds: float
+    mean_interactions_users: float
+
+
 def sample_seed_users(cfg: SeedConfig, vectors: Path, interactions: np.ndarray, seed: int) -> tuple[pd.DataFrame, dict]:
     """The seed set with each seed's origin and rank in the priority order, and a summary."""
     n = len(interactions)
@@ -130,7 +148,7 @@ def sample_seed_users(cfg: SeedConfig, vectors: Path, interactions: np.ndarray, 
         "strategy": "adaptive", "seeds": count, "clusters": k, "kmeans_inertia": inertia, "by_strategy": taken}
 
 
-def sample_seeds(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def sample_seeds(config: Config, workspace: Workspace, progress: bool = True) -> SeedSummary:
     """Sample seeds from ``encoder/user_vectors.parquet``; write ``pool/seeds.parquet`` and ``pool/seeds.json``."""
     vectors = workspace.user_vectors
     if not vectors.exists():

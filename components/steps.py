@@ -22,6 +22,7 @@ from components.behaviour import embed_users, train_behaviour_encoder, write_ite
 from components.checks import validate_behaviour_vectors, validate_interactions
 from components.config import Config
 from components.data.prepare import prepare_data
+from components.data.tables import DatasetStats
 from components.features import apply_features, materialise_features
 from components.pool import build_pool
 from components.ranker import ranker_upstream, resolved_settings
@@ -34,7 +35,7 @@ from components.workspace import (CHECKPOINT, ENCODER, FEAST_REGISTRY, ITEM_TEXT
                                   read_json, write_json)
 
 
-StepFunction = Callable[..., object]  # (config, workspace, progress=...) -> a JSON-able result
+StepFunction = Callable[..., object]  # (config, workspace, progress=...) -> its result type (a TypedDict: JSON as recorded)
 ConfigFunction = Callable[[Config], object]
 
 
@@ -57,7 +58,7 @@ class Step:
         return self.function(config, workspace, progress=progress)
 
 
-def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = True) -> DatasetStats:
     """The ``prepare_data`` step: the prepared dataset's statistics as its result."""
     return prepare_data(config, workspace, progress).stats
 

@@ -14,11 +14,15 @@ import os
 import socket
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.config import Config, RankerSettings
 from components.data.tables import INTERACTIONS
 from components.workspace import (MLFLOW_ARTIFACTS, MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS, Workspace,
                                   read_json)
+
+if TYPE_CHECKING:  # components.ranker (torch) is imported when a ranker trains
+    from components.ranker import RankerResult
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)  # e.g. the pickle-format notice on every log_model
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -180,7 +184,7 @@ def control_label(config: Config) -> str:
     return "+".join(controls) or "none"
 
 
-def train_and_track(config: Config, workspace: Workspace, progress: bool = True) -> dict:
+def train_and_track(config: Config, workspace: Workspace, progress: bool = True) -> RankerResult:
     """The ``train_ranker`` step: train and test one ranker, recorded in MLflow (parameters, per-epoch
     curve, final metrics, the pool's LLM cost) in the run a study has open for it, or in a new run of
     experiment ``rankers-<dataset>`` (the main job, the CLI, a Kubeflow task)."""

@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, TypedDict
 
 import pandas as pd
 
 from components.workspace import VALIDATION, Workspace, write_json
 
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+class GateReport(TypedDict):
+    """A passed gate (``validation/<suite>.json``): rows checked, failed expectations, data docs."""
+    suite: str
+    rows: int
+    success: bool
+    failures: dict[str, dict]  # expectation -> unexpected count and examples (empty when it passed)
+    data_docs: str  # workspace-relative
+    chunks: list[dict]  # GX's description of each chunk's run
 
 
 class ValidationFailed(RuntimeError):
@@ -24,7 +34,7 @@ def _context(workspace: Workspace):
     return context
 
 
-def run_gate(name: str, expectations: list, chunks: Iterable[pd.DataFrame], workspace: Workspace) -> dict:
+def run_gate(name: str, expectations: list, chunks: Iterable[pd.DataFrame], workspace: Workspace) -> GateReport:
     """Validate every chunk against ``expectations``; write ``validation/<name>.json`` and data docs."""
     import great_expectations as gx
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -115,6 +115,34 @@ def items_schema(with_index: str) -> pa.Schema:
     ])
 
 
+class Counts(TypedDict):
+    users: int
+    items: int
+    interactions: int
+    sparsity: float
+
+
+class DatasetStats(TypedDict):
+    """``data/stats.json``: where the dataset came from and what the filter and split left (``prepare_data``'s result)."""
+    dataset: str
+    source: str
+    format: str
+    domain: str
+    loaded: Counts
+    filtered: Counts
+    k_core: int
+    k_core_passes: int
+    repeats_dropped: int
+    synthetic_timestamps: bool
+    category_style: str
+    behaviours: list[str]
+    splits: dict[str, dict[str, int]]  # task (cf, seq) -> split -> interactions
+    split_ratios: list[float]
+    max_seq_len: int
+    notes: list[str]
+    seconds: float
+
+
 @dataclass(frozen=True)
 class PreparedDataset:
     """The canonical tables of a prepared dataset folder (``workspace/data``)."""
@@ -122,7 +150,7 @@ class PreparedDataset:
     folder: Path
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> DatasetStats:
         return read_json(self.folder / STATS)
 
     def interactions(self, columns: list[str] | None = None) -> pd.DataFrame:

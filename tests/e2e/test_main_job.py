@@ -92,6 +92,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
     assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)
     tracked_as_mlflow_users_expect(workspace)
+    every_step_records_the_result_its_type_declares(workspace)
 
     controls = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config",
                                str(config), "experiments", "controls", "--backbones", "lightgcn", "--epochs", "1"],
@@ -128,6 +129,28 @@ def tracked_as_mlflow_users_expect(workspace: Path) -> None:
     table = json.loads(Path(client.download_artifacts(main[0].info.run_id, "cost_quality.json")).read_text())
     rows = {row[0]: dict(zip(table["columns"], row)) for row in table["data"]}
     assert rows["item_text"]["llm_calls"] == 0 and rows["reland"]["llm_calls"] > 0 and rows["reland"]["ndcg@10"] > 0
+
+
+def every_step_records_the_result_its_type_declares(workspace: Path) -> None:
+    """Each step's recorded result has the fields of the result type its function declares (a TypedDict)."""
+    import typing
+
+    import components.ranker
+    from components.steps import STEPS
+
+    records = sorted((workspace / "steps").glob("*.json"))
+    assert {json.loads(p.read_text())["step"] for p in records} == set(STEPS), "every step ran"
+    for path in records:
+        record = json.loads(path.read_text())
+        function = STEPS[record["step"]].function
+        names = {**vars(sys.modules[function.__module__]), **vars(components.ranker)}  # RankerResult: a typing import
+        declared = typing.get_type_hints(function, globalns=names)["return"]
+        if typing.get_origin(declared) is list:
+            assert isinstance(record["result"], list), path
+            continue
+        fields, required = set(record["result"]), declared.__required_keys__
+        allowed = required | declared.__optional_keys__
+        assert required <= fields <= allowed, f"{path.name}: missing {required - fields}, undeclared {fields - allowed}"
 
 
 def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: Path) -> None:
