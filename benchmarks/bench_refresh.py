@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_retrieval import SETUP  # noqa: E402
 from common import redis_server, run_measured, save  # noqa: E402
 
+from components.workspace import Workspace  # noqa: E402
+
 CONFIG = """
 from components.config import load_config
 def config(layout, redis):
@@ -93,7 +95,8 @@ def flush(url: str) -> None:
 
 def one_layout(root: Path, layout: str, users: int, url: str) -> dict:
     """Retrieve, validate, write and serve one layout in the workspace at ``root``."""
-    vectors, aside = root / "encoder" / "user_vectors.parquet", root / "encoder" / "user_vectors.aside"
+    vectors = Workspace(root).user_vectors
+    aside = vectors.with_suffix(".aside")
     for stale in ("features", "steps", "validation"):
         shutil.rmtree(root / stale, ignore_errors=True)
     if aside.exists():

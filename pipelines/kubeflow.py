@@ -27,6 +27,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components import kubeflow as components
 from components.config import SWEEP_BUDGETS, Config
+from components.workspace import CHECKPOINT, FEAST_REGISTRY, ITEM_TEXT, POOL_POINTER, USER_VECTORS
 
 SHARDS = 4  # retrieval shards of the daily pipeline (compile-time: the fan-out is static)
 MOUNT = "/mnt/reland"  # where every task mounts the workspace volume (the workspace is a folder inside it)
@@ -97,8 +98,8 @@ def reasoning_pool(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str 
 def user_rationales(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", config: str = ""):
     op = _OnCluster(pvc_name)
     settings = resolved(op, preset, config)
-    encoder = op.locate(workspace=workspace, relative="encoder/checkpoint.pt")
-    pool = op.locate(workspace=workspace, relative="pool/current.json")
+    encoder = op.locate(workspace=workspace, relative=CHECKPOINT)
+    pool = op.locate(workspace=workspace, relative=POOL_POINTER)
     vectors = op.embed_users(workspace=workspace, config=settings, encoder=encoder.outputs["found"])
     with dsl.ParallelFor(items=list(range(SHARDS))) as shard:
         part = op.retrieve_shard(workspace=workspace, config=resolved(op, preset, config), shard=shard, shards=SHARDS,
@@ -114,7 +115,7 @@ def user_rationales(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str
 def train_ranker(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: str = "synthetic", config: str = "",
                  backbone: str = "sasrec", variant: str = "reland"):
     op = _OnCluster(pvc_name)
-    registry = op.locate(workspace=workspace, relative="features/registry.db")
+    registry = op.locate(workspace=workspace, relative=FEAST_REGISTRY)
     op.train_ranker(workspace=workspace, config=resolved(op, preset, config), backbone=backbone, variant=variant,
                     registry=registry.outputs["found"])
 
@@ -124,8 +125,8 @@ def seed_budget_sweep(workspace: str = WORKSPACE, pvc_name: str = PVC, preset: s
                       llm_base_url: str = "", config: str = "", budgets: List[float] = list(SWEEP_BUDGETS),
                       backbone: str = "sasrec"):
     op = _OnCluster(pvc_name)
-    vectors = op.locate(workspace=workspace, relative="encoder/user_vectors.parquet")
-    items = op.locate(workspace=workspace, relative="features/item_text_embedding.parquet")
+    vectors = op.locate(workspace=workspace, relative=USER_VECTORS)
+    items = op.locate(workspace=workspace, relative=ITEM_TEXT)
     with dsl.ParallelFor(items=budgets, parallelism=2) as budget:
         branch = op.seed_budget_branch(workspace=workspace, budget=budget,
                                        config=resolved(op, preset, config, 0.0, llm_model, llm_base_url))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from components.workspace import Workspace
+from components.workspace import MLFLOW_STORE, RANKER_METRICS, Workspace
 from openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
         os.killpg(first.pid, signal.SIGKILL)  # no clean-up, no flush: a machine dying mid-generation
         first.wait()
         paid = cached_prompts(workspace)
-        assert len(paid) >= 10 and not (workspace / "pool" / "rationales.json").exists(), \
+        assert len(paid) >= 10 and not Workspace(workspace).rationale_summary.exists(), \
             "the kill landed during rationale generation"
         asked_before = len(server.requests)
 
@@ -80,7 +80,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert "pipeline reasoning_pool (kfp.local.SubprocessRunner)" in output
     assert "Feast get_online_features(ranker" in output
     assert f"serve:      reland -w {workspace} --config {config} serve --port 8000" in output, "the run's options"
-    answers = json.loads((workspace / "pool" / "rationales.json").read_text())
+    answers = json.loads(Workspace(workspace).rationale_summary.read_text())
     assert f"LLM answers {answers['calls'] + answers['cache_hits']:,} " \
            f"({len(again):,} paid when generated, {len(paid):,} from the cache of earlier attempts)" in output
     assert "with rationales (RELAND): test NDCG@10" in output and "without rationales (+f_item)" in output
@@ -88,7 +88,7 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
             for label in ("with rationales (RELAND)", "without rationales (+f_item)")}
     below = ndcg["with rationales (RELAND)"] < ndcg["without rationales (+f_item)"]
     assert below == ("RELAND is below +f_item here" in output), output  # said, in one line, only when it is
-    summary = json.loads((workspace / "pool" / "rationales.json").read_text())
+    summary = json.loads(Workspace(workspace).rationale_summary.read_text())
     assert summary["cache_hits"] == len(paid) and summary["calls"] == len(again)
     assert summary["ok"] + summary["failed"] == summary["seeds"] > len(paid)
     tracked_as_mlflow_users_expect(workspace)
@@ -101,13 +101,13 @@ def test_killed_run_resumes_without_repeating_llm_calls(tmp_path):
     assert controls.returncode == 0, controls.stdout + controls.stderr
     for label in ("+f_item", "RELAND", "control: seed vector", "control: shuffled", "control: profile"):
         assert label in controls.stdout, controls.stdout
-    profile = json.loads((workspace / "studies" / "control-profile" / "pool" / "rationales.json").read_text())
+    profile = json.loads(Workspace(workspace / "studies" / "control-profile").rationale_summary.read_text())
     assert profile["calls"] == 0 and profile["source"] == "profile", "the profile control asks no LLM"
-    shuffled = json.loads((workspace / "studies" / "control-shuffled" / "pool" / "rationales.json").read_text())
+    shuffled = json.loads(Workspace(workspace / "studies" / "control-shuffled").rationale_summary.read_text())
     assert shuffled["calls"] == 0, "the shuffled control reuses the answers already paid for"
     backbones = workspace / "studies" / "control-profile" / "ranker" / "backbones"
     assert backbones.is_symlink() and not os.path.isabs(os.readlink(backbones)), "shared, and movable"
-    fused = json.loads((backbones.parent / "lightgcn-reland" / "metrics.json").read_text())
+    fused = json.loads((backbones.parent / "lightgcn-reland" / RANKER_METRICS).read_text())
     assert fused["backbone_run"]["reused"], "the control's fusion sits on the +f_item backbone already trained"
     sweep_pays_no_call_below_the_budget_already_built(workspace, config)
     moved_workspace_keeps_working(workspace, tmp_path / "moved", config)
@@ -169,7 +169,7 @@ def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: P
     assert paid == 0 and unnested > 0, sweep
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Workspace(workspace).file(MLFLOW_STORE)}")
     experiment = next(e for e in client.search_experiments() if e.name.startswith("seed-sweep-"))
     run = client.search_runs([experiment.experiment_id], "attributes.run_name = 'seed-sweep'")[0]
     assert run.data.metrics["sweep_llm_calls_unnested"] == unnested, "the total, not one budget's count"

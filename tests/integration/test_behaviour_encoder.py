@@ -79,7 +79,7 @@ def test_training_lowers_loss_and_embeddings_are_deterministic(workspace, kind):
 def test_checkpoint_for_another_graph_or_shape_is_refused(workspace, tmp_path):
     config = small_config(epochs=1)
     train_behaviour_encoder(config, workspace, progress=False)
-    checkpoint = workspace.root / "encoder" / "checkpoint.pt"
+    checkpoint = workspace.checkpoint
     other = Workspace(tmp_path)
     prepare_data(load_config(overrides={"synthetic": {"users": 250, "clusters": 4}}), other, progress=False)
     graph, _ = build_graph(PreparedDataset(other.prepared), "cf")
@@ -101,10 +101,10 @@ class _RunsCode:
 
 def test_a_planted_checkpoint_is_refused_without_running_its_code(workspace, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    planted = tmp_path / "checkpoint.pt"
+    planted = tmp_path / "planted.pt"
     torch.save({"state": {}, "payload": _RunsCode()}, planted)
     graph, _ = build_graph(PreparedDataset(workspace.prepared), "cf")
-    with pytest.raises(ValueError, match="checkpoint.pt: not a plain checkpoint .* refused; retrain the encoder"):
+    with pytest.raises(ValueError, match="planted.pt: not a plain checkpoint .* refused; retrain the encoder"):
         load_encoder(planted, graph, small_config().encoder)
     assert not (tmp_path / "planted-checkpoint-ran").exists()
 

@@ -18,7 +18,7 @@ from pipelines.studies import table2
 from components.features import apply_features
 from components.ranker import train_ranker
 from components.ranker_data import RankerData, historical_features
-from components.workspace import Workspace
+from components.workspace import RANKER_MODEL, Workspace
 from models.recommenders import BACKBONES, RationaleFusion, build_recommender, serving_rows
 
 from builders import ranker_config as config
@@ -51,7 +51,7 @@ def test_fusion_shapes_and_attention_weights_sum_to_one():
 def test_each_backbone_trains_one_epoch_with_rationale_fusion(workspace, backbone):
     result = train_ranker(config(backbone=backbone, variant="reland"), workspace, progress=False)
     assert result["epochs"] == 1 and 0 <= result["test_ndcg@10"] <= result["test_hit@10"] <= 1
-    assert (workspace.root / "ranker" / f"{backbone}-reland" / "model.pt").exists()
+    assert (workspace.ranker(f"{backbone}-reland") / RANKER_MODEL).exists()
 
 
 @pytest.mark.parametrize("variant", ["id", "item_text", "rationale_only"])
@@ -275,8 +275,8 @@ def test_a_residual_fusion_reuses_the_item_text_backbone_and_never_moves_it(work
     fused = train_ranker(config(variant="reland", repeat=3), workspace, progress=False)
     assert fused["backbone_run"]["reused"] and fused["backbone_run"]["best_epoch"] == plain["best_epoch"]
     assert fused["best_valid_ndcg@10"] >= plain["best_valid_ndcg@10"], "kept only where validation improves"
-    before = torch.load(workspace.ranker("sasrec-item_text-r3") / "model.pt", weights_only=True)["state"]
-    after = torch.load(workspace.ranker("sasrec-reland-r3") / "model.pt", weights_only=True)["state"]
+    before = torch.load(workspace.ranker("sasrec-item_text-r3") / RANKER_MODEL, weights_only=True)["state"]
+    after = torch.load(workspace.ranker("sasrec-reland-r3") / RANKER_MODEL, weights_only=True)["state"]
     assert {k for k in after if k not in before} == {k for k in after if k.startswith("fusion.")}
     assert all(torch.equal(before[k], after[k]) for k in before), "the frozen backbone is the +f_item one"
 

@@ -60,3 +60,27 @@ def test_no_import_cycle():
         if module not in state:
             cycle = visit(module, [module])
             assert cycle is None, " -> ".join(cycle)
+
+
+def artefact_names() -> set[str]:
+    """The file names and paths the workspace module declares (its constants holding a file name)."""
+    names = set()
+    for node in ast.parse((REPO / "components" / "workspace.py").read_text()).body:
+        if isinstance(node, ast.Assign):
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for value in values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str) and "." in value.value:
+                    names |= {value.value, value.value.rsplit("/", 1)[-1]}
+    return names
+
+
+def test_only_the_workspace_module_spells_an_artefact_name():
+    names, spelled = artefact_names(), []
+    for folder in (*FOLDERS, "tests"):
+        for path in (REPO / folder).rglob("*.py"):
+            if path == REPO / "components" / "workspace.py":
+                continue
+            spelled += [f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}"
+                        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                        if isinstance(node, ast.Constant) and node.value in names]
+    assert len(names) > 20 and not spelled, spelled
