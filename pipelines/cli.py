@@ -32,10 +32,12 @@ class _Context:
               help="Dataset preset (default: 'synthetic', or the preset named in --config).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML file overriding preset fields (may name 'preset: NAME').")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (ours or the libraries').")
 @click.pass_context
 def cli(ctx: click.Context, workspace: str, preset: str | None, config_file: str | None, quiet: bool) -> None:
     """RELAND: LLM reasoning pools for recommenders (seed users -> rationales -> features for every user)."""
+    if quiet:  # the libraries' own bars too (transformers' GGUF conversion, Feast, GX), in every subprocess
+        os.environ["TQDM_DISABLE"] = os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     ctx.obj = _Context(workspace, preset, config_file, quiet)
 
 
