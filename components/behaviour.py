@@ -188,9 +188,9 @@ def train_behaviour_encoder(config: Config, workspace: Workspace, progress: bool
     validation = ValidationSet(data, enc.task)
     baseline = validation.popularity_metrics()
 
-    def run_epoch(epoch: int) -> dict:
+    def run_epoch(epoch: int, validate: bool) -> dict:
         stats = train_epoch(model, graph, optimiser, enc, generator, progress)
-        return {**stats, **validation.model_metrics(model, graph, enc.inference_batch)}
+        return {**stats, **(validation.model_metrics(model, graph, enc.inference_batch) if validate else {})}
 
     history, best = fit(run_epoch, enc.epochs, enc.patience, "recall@20", progress=progress,
                         keep_best=lambda row: save_checkpoint(workspace.checkpoint, model, enc, row["epoch"], row),

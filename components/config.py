@@ -257,7 +257,9 @@ class RankerConfig(RankerSettings):
     dim: int = Field(64, ge=4)
     batch_size: int = Field(1024, ge=1)
     epochs: int = Field(100, ge=1)
-    patience: int = Field(10, ge=1, description="epochs without validation NDCG@10 gain before stopping")
+    patience: int = Field(10, ge=1, description="validations without NDCG@10 gain before stopping")
+    eval_step: int = Field(1, ge=1, description="validate every n epochs and after the last (RecBole's eval_step; "
+                                                "patience counts validations)")
     max_batches: int | None = Field(None, ge=1, description="cap on batches per epoch (smoke runs)")
     eval_batch: int = Field(1024, ge=1, description="users scored together in full-ranking evaluation")
     repeat: int = Field(0, ge=0, description="repeat index: trains with seed + repeat, in its own folder when > 0")

@@ -203,12 +203,12 @@ def fit_ranker(model: Recommender, config: Config, data: RankerData, rng: np.ran
     partners = data.same_target_partners(rng) if cfg.backbone == "duorec" else None
     fusion_only = start is not None
 
-    def run_epoch(epoch: int) -> dict:
+    def run_epoch(epoch: int, validate: bool) -> dict:
         epoch_started = time.perf_counter()
         loss = train_epoch(model, data, optimiser, config, rng, partners, progress, fusion_only)
         train_seconds = time.perf_counter() - epoch_started
-        return {"loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
-                **summarise(evaluate(model, data, data.valid, cfg.eval_batch), "valid_")}
+        valid = summarise(evaluate(model, data, data.valid, cfg.eval_batch), "valid_") if validate else {}
+        return {"loss": round(loss, 6), "train_seconds": round(train_seconds, 3), **valid}
 
     def keep_best(row: dict | None = None) -> None:
         best_state.update({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
@@ -217,7 +217,8 @@ def fit_ranker(model: Recommender, config: Config, data: RankerData, rng: np.ran
     if start is not None:
         keep_best()
     curve, best = fit(run_epoch, cfg.epochs, cfg.patience, "valid_ndcg@10", keep_best, on_epoch, progress,
-                      label=f"{cfg.run_name} {'fusion ' if fusion_only else ''}epochs", start=start)
+                      label=f"{cfg.run_name} {'fusion ' if fusion_only else ''}epochs", start=start,
+                      eval_step=cfg.eval_step)
     model.load_state_dict(best_state)
     return curve, best
 
@@ -238,7 +239,8 @@ def backbone_key(config: Config, data: RankerData, item_text: torch.Tensor | Non
     the interactions and their splits, and the item text."""
     cfg = config.ranker
     settings = {k: v for k, v in ranker_settings(cfg).items() if k not in FUSION_DEFAULTS}
-    described = {**cfg.model_dump(include={"backbone", "dim", "batch_size", "epochs", "patience", "max_batches"}),
+    described = {**cfg.model_dump(include={"backbone", "dim", "batch_size", "epochs", "patience", "eval_step",
+                                               "max_batches"}),
                  "variant": base_variant(cfg.variant), "settings": settings, "seed": config.seed + cfg.repeat,
                  "max_len": data.max_len}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())

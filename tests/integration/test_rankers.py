@@ -18,7 +18,7 @@ from pipelines.studies import table2
 from components.features import apply_features
 from components.ranker import train_ranker
 from components.ranker_data import RankerData, historical_features
-from components.workspace import RANKER_MODEL, Workspace
+from components.workspace import RANKER_METRICS, RANKER_MODEL, Workspace
 from models.recommenders import BACKBONES, RationaleFusion, build_recommender, serving_rows
 
 from builders import ranker_config as config
@@ -293,9 +293,33 @@ def test_training_keeps_the_start_when_no_epoch_beats_it():
     from components.training import fit
 
     kept = []
-    curve, best = fit(lambda epoch: {"loss": 1.0, "score": 0.1 + epoch / 100}, epochs=5, patience=2, score="score",
-                      keep_best=kept.append, start={"epoch": -1, "score": 0.5})
+    curve, best = fit(lambda epoch, validate: {"loss": 1.0, "score": 0.1 + epoch / 100}, epochs=5, patience=2,
+                      score="score", keep_best=kept.append, start={"epoch": -1, "score": 0.5})
     assert best["epoch"] == -1 and kept == [] and len(curve) == 2
+
+
+def test_training_validates_every_eval_step_epochs_and_after_the_last():
+    """Patience counts validations: with eval_step 3, two stale validations stop it six epochs later."""
+    from components.training import fit
+
+    scores = {2: 0.3, 5: 0.2, 8: 0.1}
+    kept = []
+    curve, best = fit(lambda epoch, validate: {"loss": 1.0, **({"score": scores[epoch]} if validate else {})},
+                      epochs=20, patience=2, score="score", keep_best=kept.append, eval_step=3)
+    assert [row["epoch"] for row in curve if "score" in row] == [2, 5, 8] and len(curve) == 9
+    assert best["epoch"] == 2 and [row["epoch"] for row in kept] == [2]
+    short, _ = fit(lambda epoch, validate: {"loss": 1.0, **({"score": 0.1} if validate else {})},
+                   epochs=4, patience=5, score="score", keep_best=kept.append, eval_step=3)
+    assert [row["epoch"] for row in short if "score" in row] == [2, 3], "the last epoch is always validated"
+
+
+def test_a_ranker_with_eval_step_validates_every_nth_epoch(workspace):
+    import json
+
+    train_ranker(config(backbone="lightgcn", variant="id", epochs=5, eval_step=2, patience=5, repeat=6), workspace,
+                 progress=False)
+    curve = json.loads((workspace.ranker("lightgcn-id-r6") / RANKER_METRICS).read_text())["curve"]
+    assert [row["epoch"] for row in curve if "valid_ndcg@10" in row] == [1, 3, 4] and len(curve) == 5
 
 
 def test_unfused_rankers_trained_on_the_same_inputs_share_one_backbone(workspace, monkeypatch):
