@@ -20,10 +20,11 @@ few hundred MB of features, and the serving join reads the seed's row by the use
 """
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypedDict
+from typing import Callable, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -60,23 +61,37 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1,
     return best, np.clip(np.take_along_axis(sims, best, 1) / norms, -1.0, 1.0)  # float rounding can pass 1
 
 
-def seed_index(seed_vectors: np.ndarray, cfg: PoolConfig):
+def seed_index(seed_vectors: np.ndarray, cfg: PoolConfig, stored: Callable[[str], Path] | None = None):
     """A faiss index over the pool's unit seed vectors (inner product = cosine) for ``pool.index``
-    ivf or hnsw; None for exact retrieval."""
+    ivf or hnsw; None for exact retrieval.
+
+    A pool version's seeds never change, so with ``stored`` (index shape -> its file) the index is
+    built once and kept: each later retrieval of that version (the daily refresh, every Kubeflow
+    shard) loads it instead of training it again.
+    """
     if cfg.index == "exact":
         return None
     import faiss
 
     n, dim = seed_vectors.shape
+    nlist = min(cfg.nlist or int(4 * np.sqrt(n)), max(1, n // 39))  # faiss trains on ≥ 39 points a list
+    path = stored(f"ivf{nlist}" if cfg.index == "ivf" else f"hnsw{cfg.hnsw_m}") if stored else None
+    if path and path.exists():
+        index = faiss.read_index(str(path))
+    else:
+        if cfg.index == "ivf":
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(seed_vectors)
+        else:
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.add(seed_vectors)
+        if path:
+            with atomic_path(path) as tmp:
+                faiss.write_index(index, str(tmp))
     if cfg.index == "ivf":
-        nlist = min(cfg.nlist or int(4 * np.sqrt(n)), max(1, n // 39))  # faiss trains on ≥ 39 points a list
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(seed_vectors)
         index.nprobe = min(cfg.nprobe, nlist)
     else:
-        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = max(cfg.ef_search, cfg.top_k)
-    index.add(seed_vectors)
     return index
 
 
@@ -197,7 +212,8 @@ def retrieve_rationales(config: Config, workspace: Workspace, progress: bool = T
     now = int(time.time() * 1e6)
     started, users, similarity_sum = time.perf_counter(), 0, 0.0
     k = min(config.pool.top_k, len(seed_vectors))
-    ann = seed_index(seed_vectors, config.pool) if config.pool.assignment == "nearest" else None
+    stored = functools.partial(workspace.pool_index, pool.version)
+    ann = seed_index(seed_vectors, config.pool, stored) if config.pool.assignment == "nearest" else None
     # Exact blocks are bounded by their similarity matrix; an index holds no such matrix.
     exact_rows = max(1, min(config.pool.block_users, (config.pool.block_mb << 20) // (4 * len(seed_vectors))))
     block = config.pool.block_users if ann else exact_rows

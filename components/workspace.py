@@ -168,6 +168,10 @@ class Workspace:
         """Seed ids and vectors of pool ``version`` (the bulk retrieval path reads it)."""
         return self.file(f"pool/pool_v{version}.parquet")
 
+    def pool_index(self, version: int, shape: str) -> Path:
+        """Pool ``version``'s trained faiss index of ``shape`` (``ivf1095``, ``hnsw32``), kept for later retrievals."""
+        return self.file(f"pool/pool_v{version}.{shape}.faiss")
+
     def pool_summary(self, version: int) -> Path:
         return self.file(f"pool/pool_v{version}.json")
 

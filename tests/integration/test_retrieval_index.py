@@ -73,3 +73,16 @@ def test_the_gate_stops_a_refresh_from_a_bad_index_and_the_good_rows_stay_served
     with pytest.raises(ValidationFailed, match="retrieval_recall"):
         materialise_features(bad, workspace)
     assert online_features(workspace, ["u1", "u2"])["seed_user_id"] == served
+
+
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_a_pool_versions_index_is_built_once_and_loaded_by_later_retrievals(workspace, index, monkeypatch):
+    import faiss
+
+    first = retrieve_rationales(config(index=index), workspace, progress=False)
+    chosen = assigned(workspace)
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", lambda *_: pytest.fail("the stored index was trained again"))
+    monkeypatch.setattr(faiss.IndexHNSWFlat, "add", lambda *_: pytest.fail("the stored index was built again"))
+    again = retrieve_rationales(config(index=index), workspace, progress=False)
+    assert (assigned(workspace) == chosen).all() and again["recall_at_1"] == first["recall_at_1"]
+    assert len(list(workspace.root.glob(f"pool/pool_v1.{index}*.faiss"))) == 1
