@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Iterator, TypedDict
 
 import numpy as np
@@ -67,18 +67,8 @@ def milvus(pool: PoolVersion) -> Iterator[MilvusClient]:
         client.close()
 
 
-class PoolRecord(TypedDict):
-    """A :class:`PoolVersion` as ``pool/versions.json`` stores it (paths relative to the workspace)."""
-    version: int
-    collection: str
-    uri: str
-    size: int
-    behaviour_dim: int
-    rationale_dim: int
-    created_at: str
-    snapshot: str
-    db_name: str
-    token_env: str
+# A PoolVersion as ``pool/versions.json`` stores it (its paths relative to the workspace).
+PoolRecord = TypedDict("PoolRecord", {field.name: field.type for field in fields(PoolVersion)})
 
 
 class PoolSummary(PoolRecord):
