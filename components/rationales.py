@@ -363,14 +363,14 @@ def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
 
 
 class PoolCost(TypedDict):
-    calls: int
+    calls: int  # (in a summary: answers paid for in this run)
     prompt_tokens: int
     completion_tokens: int
     llm_seconds: float
     estimated_usd: float
 
 
-class RationaleSummary(TypedDict):
+class RationaleSummary(PoolCost):
     """``pool/rationales.json``: what the seeds' rationales cost and how grounded they are."""
     model: str
     source: str  # llm | profile (the no-LLM control)
@@ -384,14 +384,9 @@ class RationaleSummary(TypedDict):
     vacuous_share: float
     from_history_share: float
     resampled: int  # vacuous answers asked again with sampling
-    calls: int  # answers paid for in this run
     cache_hits: int  # answers the response cache already held
     wall_seconds: float
-    prompt_tokens: int
-    completion_tokens: int
-    llm_seconds: float
     accelerator_hours: float
-    estimated_usd: float
     per_user_inference: PoolCost  # what asking every user instead of the seeds would cost
 
 
