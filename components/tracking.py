@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from components.config import Config, RankerSettings
 from components.data.tables import INTERACTIONS
-from components.workspace import (MLFLOW_ARTIFACTS, MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS, Workspace,
-                                  read_json)
+from components.workspace import (MLFLOW_ARTIFACTS, MLFLOW_LOCK, MLFLOW_ROOT_MARK, MLFLOW_STORE, RANKER_METRICS,
+                                  Workspace, exclusive, read_json)
 
 if TYPE_CHECKING:  # components.ranker (torch) is imported when a ranker trains
     from components.ranker import RankerResult
@@ -56,13 +56,19 @@ def tracking_uri(workspace: Workspace) -> str:
 
 def open_tracking(workspace: Workspace) -> str:
     """Point MLflow at the workspace's store (or the user's ``MLFLOW_TRACKING_URI``), relocated first
-    if the workspace was moved or copied since the store last ran: see :func:`relocate_store`."""
-    import mlflow
+    if the workspace was moved or copied since the store last ran: see :func:`relocate_store`.
 
-    if not USER_TRACKING_URI:
-        relocate_store(workspace)
-    uri = tracking_uri(workspace)
-    mlflow.set_tracking_uri(uri)
+    Under the workspace's MLflow lock, the store is opened once here, so a new SQLite store is
+    created and migrated by one process while parallel ones wait (two migrating it at once fail)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    with exclusive(workspace.file(MLFLOW_LOCK)):
+        if not USER_TRACKING_URI:
+            relocate_store(workspace)
+        uri = tracking_uri(workspace)
+        mlflow.set_tracking_uri(uri)
+        MlflowClient().search_experiments(max_results=1)
     return uri
 
 
@@ -91,8 +97,9 @@ def use_experiment(workspace: Workspace, name: str) -> str:
     import mlflow
 
     open_tracking(workspace)
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=(workspace.root / MLFLOW_ARTIFACTS / name).as_uri())
+    with exclusive(workspace.file(MLFLOW_LOCK)):  # two processes must not both create it
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=(workspace.root / MLFLOW_ARTIFACTS / name).as_uri())
     experiment_id = mlflow.set_experiment(name).experiment_id
     close_orphaned_runs(experiment_id)
     return experiment_id

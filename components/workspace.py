@@ -12,6 +12,7 @@ Layout (created lazily)::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ FEAST_REGISTRY = "features/registry.db"
 FEAST_ROOT_MARK = "features/root"  # the root the registry's (absolute) source paths name
 MLFLOW_STORE = "mlflow/mlflow.db"
 MLFLOW_ROOT_MARK = "mlflow/root"  # the root the MLflow store last ran under (it stores absolute artefact URIs)
+MLFLOW_LOCK = "mlflow/.lock"  # held while a process creates, migrates or relocates the store or an experiment
 GRAPH_STATS, ENTITIES = "encoder/graph_stats.json", "encoder/entities.parquet"
 ENCODER_REPORT, EMBEDDING_REPORT = "encoder/training.json", "encoder/embedding.json"
 ITEM_TEXT_CACHE, EMBEDDING_SCRATCH = "encoder/item_text.npy", "encoder/scratch"
@@ -218,6 +220,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_file`` (created if missing), so that a first-use step two
+    processes would otherwise both take (creating a store, an experiment) is taken by one at a time.
+    Not re-entrant: a process waits on its own lock if it nests two of these."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(target: str | Path, payload: Any) -> None:

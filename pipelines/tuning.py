@@ -47,8 +47,12 @@ def _start_values(config: Config, space: dict) -> dict[str, float]:
 def open_study(config: Config, workspace: Workspace):
     """The configured ranker's Optuna study in ``tuning/optuna.db`` (created on first use), with
     heartbeats, so a trial whose process died is failed and retried once with its values."""
+    import warnings
+
     import optuna
 
+    # Heartbeats and their retry callback are marked experimental; that is no news to the user each run.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))

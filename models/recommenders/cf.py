@@ -71,16 +71,27 @@ class NeuMF(PairwiseRecommender):
     def pair_score(self, users, items):
         return self._predict(users, items)
 
-    def match(self, users, items, pairs: int = 1 << 14):
-        """Every user × item score: the GMF half as one matrix product, the MLP tower over blocks of
-        about ``pairs`` pairs (cache-sized; one large block is memory-bound and ~10x slower)."""
+    @torch.no_grad()
+    def match(self, users, items, user_block: int = 16, item_block: int = 1024):
+        """Every user × item score, for ranking (no gradient, dropout off): the GMF half as one matrix
+        product, the MLP tower over (user_block × item_block) tiles written into one reused buffer.
+        Cache-sized tiles in place are ~5x faster than a fresh tensor per user: freshly allocated
+        multi-megabyte blocks spend most of their time in page faults."""
         d = self.dim
         gmf_weight, mlp_weight = self.predict.weight[0, :d], self.predict.weight[0, d:]
         user_side, item_side = self.user_layer(users[:, d:]), self.item_layer(items[:, d:])
-        step = max(1, pairs // len(items))
-        tower = torch.cat([self.mlp(user_side[start: start + step, None] + item_side) @ mlp_weight
-                           for start in range(0, len(users), step)])
-        return (users[:, :d] * gmf_weight) @ items[:, :d].T + tower + self.predict.bias
+        hidden = self.mlp[2]  # the tower's second layer (ReLU, dropout, *Linear*, ReLU)
+        scores = (users[:, :d] * gmf_weight) @ items[:, :d].T + self.predict.bias
+        buffer = users.new_empty(user_block * min(item_block, len(items)) * d)
+        for i in range(0, len(items), item_block):
+            item_tile = item_side[i: i + item_block]
+            for u in range(0, len(users), user_block):
+                user_tile = user_side[u: u + user_block]
+                pairs = buffer[:len(user_tile) * len(item_tile) * d].view(len(user_tile), len(item_tile), d)
+                torch.add(user_tile[:, None], item_tile, out=pairs).relu_()
+                tower = torch.addmm(hidden.bias, pairs.view(-1, d), hidden.weight.T).relu_() @ mlp_weight
+                scores[u: u + len(user_tile), i: i + len(item_tile)] += tower.view(len(user_tile), len(item_tile))
+        return scores
 
 
 class _GraphRecommender(PairwiseRecommender):

@@ -236,7 +236,8 @@ def test_neumf_full_ranking_scores_equal_its_pair_scores():
     users, items = model.users(torch.arange(7)), model.items()
     with torch.no_grad():
         expected = model.pair_score(users[:, None], items[None])
-        torch.testing.assert_close(model.match(users, items, pairs=64), expected)
+        for user_block, item_block in ((3, 16), (7, 50), (16, 1024)):  # ragged, exact and oversized tiles
+            torch.testing.assert_close(model.match(users, items, user_block, item_block), expected)
 
 
 def test_fusion_regularisers_are_active_in_training_and_off_in_evaluation():
@@ -461,6 +462,28 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_on_the_next_sta
         assert client.get_run(orphan.info.run_id).info.status == "KILLED"
         assert client.get_run(live.info.run_id).info.status == "RUNNING", "a live process's run is left alone"
     assert mlflow.get_run(live.info.run_id).info.status == "FINISHED"
+
+
+def _open_experiment_when_released(root: str, start, name: str) -> str:
+    from components.tracking import use_experiment
+
+    start.wait()
+    return use_experiment(Workspace(root), name)
+
+
+def test_parallel_processes_create_the_tracking_store_and_experiment_once(tmp_path):
+    """Two ``reland ranker train`` processes on a new workspace both used to migrate the new SQLite store
+    (alembic: 'Online migration expected to match one row') or both create the experiment; one failed."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Event()
+    with context.Pool(3) as pool:
+        pending = [pool.apply_async(_open_experiment_when_released, (str(tmp_path), start, "rankers-synthetic"))
+                   for _ in range(3)]
+        start.set()
+        experiments = {job.get(timeout=120) for job in pending}
+    assert len(experiments) == 1
 
 
 def test_the_model_registry_and_the_configuration_name_the_same_rankers():
