@@ -5,7 +5,8 @@ variants with the RELAND fusion, the fusion's regularisers (only those for the d
 residual fusion, which is fitted on the frozen +f_item backbone: tune ``item_text`` first).  Trial 0 is the current
 settings, so the chosen values are never worse on validation than the defaults.  Each trial
 trains with ``test=False`` (the test split is never scored) and is one nested MLflow run;
-the Optuna study lives in ``tuning/optuna.db``, so an interrupted search resumes, and a trial
+the Optuna study lives in ``tuning/optuna.db``, so an interrupted search resumes, several
+``tune`` processes started one after another search the same study in parallel, and a trial
 whose process died (no heartbeat for two intervals) is failed and run again with its values.  The
 best values go to ``tuning/tuned.yaml`` under ``ranker.tuned["<backbone>-<variant>"]``: a
 configuration file the studies read with ``--config``.
@@ -56,9 +57,13 @@ def open_study(config: Config, workspace: Workspace):
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{workspace.file(OPTUNA_STORE)}", heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    return optuna.create_study(study_name=f"{config.name}-{config.ranker.backbone}-{config.ranker.variant}",
-                               storage=storage, direction="maximize", load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=config.seed))
+    study = optuna.create_study(study_name=f"{config.name}-{config.ranker.backbone}-{config.ranker.variant}",
+                                storage=storage, direction="maximize", load_if_exists=True)
+    # Seeded by the trials already there: a search stays reproducible, while a second worker on the same
+    # study (or a resumed search) draws its own values instead of repeating the first worker's; the
+    # constant liar keeps parallel workers away from each other's running trials.
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials), constant_liar=True)
+    return study
 
 
 def tune(config: Config, workspace: Workspace, trials: int = 20, progress: bool = True) -> dict:

@@ -396,6 +396,21 @@ def test_tuning_searches_on_validation_and_writes_a_config_the_studies_read(work
     assert resumed["trials"] == 2 and len(calls) == 2, "a finished search is not run again"
 
 
+def test_a_second_tuning_worker_on_the_same_study_draws_its_own_values(tmp_path):
+    import optuna
+
+    import pipelines.tuning as tuning
+
+    workspace = Workspace(tmp_path)
+    cfg, space = config(backbone="gru4rec", variant="item_text"), {"lr": optuna.distributions.FloatDistribution(
+        1e-4, 1e-2, log=True)}
+    first = tuning.open_study(cfg, workspace).ask(space)  # a worker's trial, still running
+    second = tuning.open_study(cfg, workspace).ask(space)  # another process opening the study meanwhile
+    assert first.params != second.params
+    alone = tuning.open_study(cfg, Workspace(workspace.root / "elsewhere")).ask(space)
+    assert alone.params == first.params, "a search on its own is reproducible"
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the dead process by hand
 def test_a_tuning_trial_whose_process_died_is_run_again_with_its_values(workspace, monkeypatch):
     import time
