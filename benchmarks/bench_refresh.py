@@ -2,12 +2,13 @@
 
     python benchmarks/bench_refresh.py [--users 1000000 10000000] [--seeds 10000 75000]
                                        [--layouts seed_keyed per_user] [--per-user-max 1000000]
+                                       [--index clustered|ivf|hnsw]
 
 Per (users, seeds): synthetic clustered 64-d behaviour vectors and a pool of ``seeds`` unit
 rationale embeddings in Milvus Lite (as ``bench_retrieval.py`` builds them); then, per layout
 (``features.layout``; the per-user one only up to ``--per-user-max`` users, 1.5 kB a user on
 disk), each daily step in a child process with its own peak RSS: ``retrieve_rationales`` with
-the IVF index (its sampled recall@1), the Great Expectations gate, ``materialise_features``
+the ``--index`` (its sampled recall@1), the Great Expectations gate, ``materialise_features``
 into a Redis of its own (``features.write_workers`` processes), the online store's bytes per
 user (Redis ``used_memory``), and ``get_online_features`` latency through the ranker's feature
 service, from a handle warmed as the ranking service warms it (the seed-keyed layout's seed
@@ -18,6 +19,7 @@ Ends with an extrapolation to 10^8 users.  Written to ``results/<--name>.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,9 +31,10 @@ from common import redis_server, run_measured, save  # noqa: E402
 from components.workspace import Workspace  # noqa: E402
 
 CONFIG = """
+import os
 from components.config import load_config
 def config(layout, redis):
-    return load_config(overrides={"pool": {"index": "ivf"}, "features": {
+    return load_config(overrides={"pool": {"index": os.environ["BENCH_INDEX"]}, "features": {
         "layout": layout, "online_store": "redis", "redis_url": redis}})
 """
 RETRIEVE = CONFIG + """
@@ -142,9 +145,12 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["seed_keyed", "per_user"], choices=["seed_keyed", "per_user"])
     parser.add_argument("--per-user-max", type=int, default=1_000_000,
                         help="largest user count the per-user layout runs at (its table is 1.5 kB a user)")
+    parser.add_argument("--index", default="clustered", choices=["ivf", "hnsw", "clustered"],
+                        help="pool.index of the retrieval step")
     parser.add_argument("--workdir", default="/tmp/reland-bench-refresh")
     parser.add_argument("--name", default="refresh", help="results/<name>.json")
     args = parser.parse_args()
+    os.environ["BENCH_INDEX"] = args.index  # read by each step's child
     runs = []
     for users in args.users:
         for seeds in args.seeds:
@@ -173,7 +179,7 @@ def main() -> None:
     for row in projection:
         print(f"10^8 users from the {row['users']:,}-user run, {row['seeds']:,} seeds, {row['layout']}: "
               f"{row['total_hours_at_1e8']} h on this machine ({row['hours_at_1e8']})")
-    print(f"written to {save(args.name, {'benchmark': 'daily refresh', 'runs': runs, 'extrapolation': projection})}")
+    print(f"written to {save(args.name, {'benchmark': 'daily refresh', 'index': args.index, 'runs': runs, 'extrapolation': projection})}")
 
 
 if __name__ == "__main__":

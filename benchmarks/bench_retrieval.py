@@ -1,7 +1,7 @@
 """Retrieval throughput of Eq. (3): bulk path, Milvus search, and the bare matrix-product roofline.
 
     python benchmarks/bench_retrieval.py [--users 1000000] [--seeds 10000] [--dim 64] [--milvus-users 20000]
-                                         [--index exact ivf hnsw]
+                                         [--index exact ivf hnsw clustered]
 
 Synthetic clustered user vectors are written as ``encoder/user_vectors.parquet`` and the
 first ``--seeds`` users form a pool version in Milvus Lite.  Four children, each with its
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--milvus-users", type=int, default=20_000, help="users searched through Milvus")
-    parser.add_argument("--index", nargs="+", default=["exact"], choices=["exact", "ivf", "hnsw"],
+    parser.add_argument("--index", nargs="+", default=["exact"], choices=["exact", "ivf", "hnsw", "clustered"],
                         help="bulk retrieval indexes to time (pool.index)")
     parser.add_argument("--workdir", default="/tmp/reland-bench-retrieval")
     args = parser.parse_args()

@@ -185,11 +185,15 @@ class PoolConfig(_Section):
     top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
     block_users: int = Field(32768, ge=1, description="users per block in bulk retrieval (bounds memory)")
     block_mb: int = Field(256, ge=1, description="cap on one block's similarity matrix; shrinks blocks for big pools")
-    index: Literal["exact", "ivf", "hnsw"] = Field(
-        "exact", description="bulk retrieval: exact matrix products, or a faiss IVF-Flat / HNSW index over the seeds "
-                             "(for pools of tens of thousands of seeds)")
-    nlist: int | None = Field(None, ge=1, description="ivf: inverted lists (default 4·√seeds, at least 39 seeds each)")
-    nprobe: int = Field(8, ge=1, description="ivf: lists searched per user")
+    index: Literal["exact", "ivf", "hnsw", "clustered"] = Field(
+        "exact", description="bulk retrieval: exact matrix products; a faiss IVF-Flat / HNSW index over the seeds; or "
+                             "'clustered': users grouped by k-means cell of the seeds, each group matched by one "
+                             "matrix product against its cell's neighbourhood (the fastest for pools of tens of "
+                             "thousands of seeds)")
+    nlist: int | None = Field(None, ge=1, description="ivf: inverted lists (default 4·√seeds); clustered: k-means "
+                                                      "cells (default √seeds); at least 39 seeds each")
+    nprobe: int = Field(8, ge=1, description="ivf: lists searched per user; clustered: nearest cells whose seeds "
+                                             "each cell's users are matched against")
     hnsw_m: int = Field(32, ge=4, description="hnsw: links per node")
     ef_search: int = Field(64, ge=1, description="hnsw: candidates kept while searching")
     recall_sample: int = Field(10_000, ge=0, description="ann: users checked against exact retrieval (about)")
@@ -223,6 +227,8 @@ class RankerSettings(_Section):
     weight_decay: float | None = Field(None, ge=0, description="Adam's L2 penalty on the backbone's parameters")
     dropout: float | None = Field(None, ge=0, lt=1, description="the backbone's dropout (NeuMF's MLP, NGCF's "
                                                                  "messages, GRU4Rec's inputs, the transformers' layers)")
+    init_std: float | None = Field(None, gt=0, description="NeuMF: spread of the embeddings' initial values "
+                                                            "(RecBole's NeuMF: 0.01)")
     layers: int | None = Field(None, ge=1, le=4, description="propagation layers (NGCF, LightGCN) or transformer blocks")
     heads: int | None = Field(None, ge=1, description="attention heads (SASRec, DuoRec)")
     contrast_weight: float | None = Field(None, ge=0, description="DuoRec: weight of the supervised contrastive loss")

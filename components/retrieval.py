@@ -4,7 +4,7 @@ The bulk path loads the pool's seed vectors once and streams users through block
 matrix products (cosine = dot product of unit vectors), so memory is one block of users
 times the pool, whatever the number of users.  ``pool.top_k > 1`` mixes the k nearest
 seeds' rationale embeddings weighted by similarity (the paper's limitation (i),
-diversity).  ``pool.index: ivf | hnsw`` searches a faiss index over the seeds instead of
+diversity).  ``pool.index: ivf | hnsw | clustered`` searches an index over the seeds instead of
 exact products (for pools of tens of thousands of seeds), and checks a fixed sample of users
 against exact retrieval: the sampled recall@1 goes into the summary, and the gate before
 materialisation fails below ``pool.min_recall``.  ``pool.assignment: shuffled`` gives each user a pseudo-random pool entry
@@ -29,6 +29,7 @@ from typing import Callable, TypedDict
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_info, threadpool_limits
 from tqdm import tqdm
 
 from components.config import Config, PoolConfig
@@ -62,37 +63,109 @@ def nearest_seeds(users: np.ndarray, seeds: np.ndarray, k: int = 1,
 
 
 def seed_index(seed_vectors: np.ndarray, cfg: PoolConfig, stored: Callable[[str], Path] | None = None):
-    """A faiss index over the pool's unit seed vectors (inner product = cosine) for ``pool.index``
-    ivf or hnsw; None for exact retrieval.
+    """An index over the pool's unit seed vectors (inner product = cosine) for ``pool.index`` ivf,
+    hnsw (faiss) or clustered (:class:`ClusteredSeeds`); None for exact retrieval.
 
-    A pool version's seeds never change, so with ``stored`` (index shape -> its file) the index is
-    built once and kept: each later retrieval of that version (the daily refresh, every Kubeflow
-    shard) loads it instead of training it again.
+    A pool version's seeds never change, so with ``stored`` (index shape -> its file) the trained
+    part is built once and kept: each later retrieval of that version (the daily refresh, every
+    Kubeflow shard) loads it instead of training it again.
     """
     if cfg.index == "exact":
         return None
     import faiss
 
     n, dim = seed_vectors.shape
-    nlist = min(cfg.nlist or int(4 * np.sqrt(n)), max(1, n // 39))  # faiss trains on ≥ 39 points a list
-    path = stored(f"ivf{nlist}" if cfg.index == "ivf" else f"hnsw{cfg.hnsw_m}") if stored else None
+    default_cells = (4 if cfg.index == "ivf" else 1) * np.sqrt(n)
+    nlist = min(cfg.nlist or int(default_cells), max(1, n // 39))  # k-means trains on ≥ 39 points a cell
+    path = stored(f"hnsw{cfg.hnsw_m}" if cfg.index == "hnsw" else f"{cfg.index}{nlist}") if stored else None
     if path and path.exists():
         index = faiss.read_index(str(path))
     else:
-        if cfg.index == "ivf":
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(seed_vectors)
-        else:
-            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.add(seed_vectors)
+        index = _trained_index(seed_vectors, cfg, nlist)
         if path:
             with atomic_path(path) as tmp:
                 faiss.write_index(index, str(tmp))
+    if cfg.index == "clustered":
+        return ClusteredSeeds(seed_vectors, index.reconstruct_n(0, index.ntotal), min(cfg.nprobe, nlist))
     if cfg.index == "ivf":
         index.nprobe = min(cfg.nprobe, nlist)
     else:
         index.hnsw.efSearch = max(cfg.ef_search, cfg.top_k)
     return index
+
+
+def _trained_index(seed_vectors: np.ndarray, cfg: PoolConfig, nlist: int):
+    """The faiss index ``pool.index`` keeps: IVF-Flat or HNSW over the seeds, or, for ``clustered``,
+    the k-means centroids of the seeds (a flat index of them: the only trained state)."""
+    import faiss
+
+    dim = seed_vectors.shape[1]
+    if cfg.index == "clustered":
+        kmeans = faiss.Kmeans(dim, nlist, niter=20, spherical=True)
+        kmeans.train(seed_vectors)
+        index = faiss.IndexFlatIP(dim)
+        index.add(kmeans.centroids)
+        return index
+    if cfg.index == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(seed_vectors)
+    else:
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.add(seed_vectors)
+    return index
+
+
+def nearest_cells(vectors: np.ndarray, centroids: np.ndarray, rows: int = 1 << 16) -> np.ndarray:
+    """Each vector's most similar centroid, ``rows`` vectors at a time (bounds the similarity matrix)."""
+    parts = [(vectors[start:start + rows] @ centroids.T).argmax(1) for start in range(0, len(vectors), rows)]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+class ClusteredSeeds:
+    """``pool.index: clustered``: the seeds in k-means cells; users grouped by their nearest cell and
+    matched, one matrix product a group, against the seeds of that cell's ``probe`` nearest cells
+    (itself included).
+
+    IVF scans each user's own nearest lists one user at a time.  Grouping the users of a block by
+    cell turns the same kind of candidate scan into a few hundred dense matrix products, which run
+    at the machine's matrix-product speed (docs/benchmarks.md: against 75,000 seeds, tens of times
+    exact retrieval at recall@1 ≥ 0.999).  A user near its cell's far border can have its seed in a
+    cell outside the neighbourhood: the sampled recall check and its gate catch a setting too tight
+    for the data.  Candidate matrices are kept per cell: memory ``probe`` × the pool, not the users.
+    """
+
+    def __init__(self, seeds: np.ndarray, centroids: np.ndarray, probe: int):
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        cells = nearest_cells(seeds, self.centroids)
+        sizes = np.bincount(cells, minlength=len(self.centroids))
+        members = np.split(np.argsort(cells, kind="stable"), np.cumsum(sizes)[:-1])
+        neighbourhoods = np.argsort(-(self.centroids @ self.centroids.T), axis=1, kind="stable")[:, :probe]
+        self.candidates = [np.concatenate([members[c] for c in row]) for row in neighbourhoods]
+        self.vectors = [np.ascontiguousarray(seeds[c]) for c in self.candidates]
+        self.threads = max([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] or [1])
+
+    def search(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """As faiss's ``search`` for unit ``users``: (similarities, seed indices), users × k, best first;
+        -1 for the users whose cell's neighbourhood holds fewer than k seeds."""
+        similarity = np.full((len(users), k), -np.inf, np.float32)
+        best = np.full((len(users), k), -1, np.int64)
+        cells = nearest_cells(users, self.centroids)  # one large product: the BLAS's own threads serve it
+        order = np.argsort(cells, kind="stable")
+        bounds = np.searchsorted(cells[order], np.arange(len(self.centroids) + 1))
+        groups = [(cell, order[bounds[cell]: bounds[cell + 1]]) for cell in np.flatnonzero(np.diff(bounds))
+                  if len(self.candidates[cell]) >= k]
+
+        def match(group: tuple[int, np.ndarray]) -> None:
+            cell, rows = group
+            local, similarity[rows] = nearest_seeds(users[rows], self.vectors[cell], k)
+            best[rows] = self.candidates[cell][local]
+
+        # A group's product is too small for a threaded BLAS (its threads cost more than they save, and
+        # stall when the cores are shared): one BLAS thread a product, the groups spread over as many
+        # threads as the BLAS was given (numpy releases the GIL in matmul).
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(self.threads) as workers:
+            list(workers.map(match, groups))
+        return similarity, best
 
 
 def approximate_seeds(users: np.ndarray, seeds: np.ndarray, index, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -171,7 +171,7 @@ class Workspace:
         return self.file(f"pool/pool_v{version}.parquet")
 
     def pool_index(self, version: int, shape: str) -> Path:
-        """Pool ``version``'s trained faiss index of ``shape`` (``ivf1095``, ``hnsw32``), kept for later retrievals."""
+        """Pool ``version``'s trained faiss index of ``shape`` (``ivf1095``, ``hnsw32``, ``clustered273``), kept for later retrievals."""
         return self.file(f"pool/pool_v{version}.{shape}.faiss")
 
     def pool_summary(self, version: int) -> Path:

@@ -15,14 +15,16 @@ from torch import nn
 class ItemInput(nn.Module):
     """Item representations at the backbone's input: ID embedding, or [ID ; text] projected to ``dim``.
 
-    ``padding`` adds row 0 for padded sequence positions (items are then numbered from 1).
+    ``padding`` adds row 0 for padded sequence positions (items are then numbered from 1);
+    ``init_std`` overrides the ID embedding's initial spread (0.02 with padding, else 0.1).
     """
 
-    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None = None, padding: bool = False):
+    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None = None, padding: bool = False,
+                 init_std: float | None = None):
         super().__init__()
         self.offset = int(padding)
         self.ids = nn.Embedding(n_items + self.offset, dim, padding_idx=0 if padding else None)
-        nn.init.normal_(self.ids.weight, std=0.02 if padding else 0.1)
+        nn.init.normal_(self.ids.weight, std=init_std or (0.02 if padding else 0.1))
         self.register_buffer("text", text.float() if text is not None else None)
         self.project = nn.Linear(dim + text.shape[1], dim) if text is not None else None
 

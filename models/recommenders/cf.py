@@ -42,14 +42,14 @@ class NeuMF(PairwiseRecommender):
     The user vector is [GMF half ; MLP half], so the fusion layer mixes rationales into both.
     """
 
-    defaults = {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1}
+    defaults = {"lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "init_std": 0.1}
 
     def __init__(self, n_users, n_items, dim, rationales=None, item_text=None, dropout: float = 0.1,
-                 fusion: dict | None = None):
+                 init_std: float = 0.1, fusion: dict | None = None):
         super().__init__(n_users, n_items, dim, rationales, fusion)
         self.users = nn.Embedding(n_users, 2 * dim)
-        nn.init.normal_(self.users.weight, std=0.1)
-        self.items = ItemInput(n_items, 2 * dim, item_text)
+        nn.init.normal_(self.users.weight, std=init_std)
+        self.items = ItemInput(n_items, 2 * dim, item_text, init_std=init_std)
         self.user_layer, self.item_layer = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
         self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim // 2), nn.ReLU())
         self.predict = nn.Linear(dim + dim // 2, 1)

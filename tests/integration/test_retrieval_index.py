@@ -51,7 +51,7 @@ def assigned(ws: Workspace) -> np.ndarray:
     return pq.read_table(ws.user_rationales, columns=["seed_user_id"]).column("seed_user_id").to_numpy(False)
 
 
-@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+@pytest.mark.parametrize("index", ["ivf", "hnsw", "clustered"])
 def test_an_approximate_index_agrees_with_exact_retrieval(workspace, index):
     retrieve_rationales(config(), workspace, progress=False)
     exact = assigned(workspace)
@@ -75,7 +75,7 @@ def test_the_gate_stops_a_refresh_from_a_bad_index_and_the_good_rows_stay_served
     assert online_features(workspace, ["u1", "u2"])["seed_user_id"] == served
 
 
-@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+@pytest.mark.parametrize("index", ["ivf", "hnsw", "clustered"])
 def test_a_pool_versions_index_is_built_once_and_loaded_by_later_retrievals(workspace, index, monkeypatch):
     import faiss
 
@@ -83,6 +83,31 @@ def test_a_pool_versions_index_is_built_once_and_loaded_by_later_retrievals(work
     chosen = assigned(workspace)
     monkeypatch.setattr(faiss.IndexIVFFlat, "train", lambda *_: pytest.fail("the stored index was trained again"))
     monkeypatch.setattr(faiss.IndexHNSWFlat, "add", lambda *_: pytest.fail("the stored index was built again"))
+    monkeypatch.setattr(faiss.Kmeans, "train", lambda *_: pytest.fail("the stored cells were trained again"))
     again = retrieve_rationales(config(index=index), workspace, progress=False)
     assert (assigned(workspace) == chosen).all() and again["recall_at_1"] == first["recall_at_1"]
     assert len(list(workspace.root.glob(f"pool/pool_v1.{index}*.faiss"))) == 1
+
+
+def test_clustered_search_matches_each_users_cell_neighbourhood_exactly():
+    """Each user gets the best of its cell's neighbourhood (the whole pool when it spans every cell),
+    top-k best first; a neighbourhood with fewer than k seeds answers -1 (the caller then goes exact)."""
+    from components.retrieval import ClusteredSeeds, nearest_cells, nearest_seeds, unit_rows
+
+    rng = np.random.default_rng(3)
+    seeds, users = unit_rows(rng.normal(size=(400, 8))).astype(np.float32), unit_rows(rng.normal(size=(300, 8)))
+    centroids = unit_rows(seeds[:10].copy())
+    whole = ClusteredSeeds(seeds, centroids, probe=10).search(users, 3)
+    exact = nearest_seeds(users, seeds, 3)
+    np.testing.assert_array_equal(whole[1], exact[0])
+    np.testing.assert_allclose(whole[0], exact[1], rtol=1e-5)
+    one = ClusteredSeeds(seeds, centroids, probe=1)
+    similarity, best = one.search(users, 1)
+    own_cell = nearest_cells(users, one.centroids)
+    for user in range(0, 300, 37):
+        members = one.candidates[own_cell[user]]
+        assert best[user, 0] == members[np.argmax(seeds[members] @ users[user])]
+    assert (nearest_cells(seeds[best[:, 0]], one.centroids) == own_cell).all(), "probe 1: the user's own cell only"
+    tiny = ClusteredSeeds(seeds[:12], centroids, probe=1)
+    short = np.array([len(tiny.candidates[c]) < 2 for c in nearest_cells(users, tiny.centroids)])
+    assert short.any() and (tiny.search(users, 2)[1][short] == -1).all()
