@@ -187,8 +187,8 @@ def train_epoch(model: Recommender, data: RankerData, optimiser: torch.optim.Opt
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
-    return float(np.mean(losses))
+        losses.append(loss.detach())  # no per-batch sync with the GPU
+    return float(torch.stack(losses).mean())
 
 
 def fit_ranker(model: Recommender, config: Config, data: RankerData, rng: np.random.Generator, progress: bool,

@@ -334,6 +334,22 @@ def test_unfused_rankers_trained_on_the_same_inputs_share_one_backbone(workspace
         train_ranker(config(variant="item_text", repeat=4, lr=0.01), workspace, progress=False)
 
 
+def test_a_backbone_trained_offline_is_the_one_train_ranker_finds(workspace, tmp_path, monkeypatch):
+    """``python -m pipelines.backbones`` (the GPU box's trainer, no Feast) stores under the key train_ranker computes."""
+    import yaml
+
+    import components.ranker as ranker
+    from pipelines.backbones import train_one
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(config(variant="item_text", repeat=7).model_dump(mode="json")))
+    offline = train_one(str(workspace.root), str(study), "sasrec", "item_text", 7, "cpu")
+    assert offline["ranker"] == "sasrec-item_text-r7" and not offline["reused"]
+    monkeypatch.setattr(ranker, "fit_ranker", lambda *a, **k: pytest.fail("the offline backbone was trained again"))
+    found = train_ranker(config(variant="item_text", repeat=7), workspace, progress=False)
+    assert found["backbone_run"] == {"reused": True} and found["best_epoch"] == offline["best_epoch"]
+
+
 def test_each_backbone_declares_its_settings_and_rejects_unknown_ones():
     from components.ranker import ranker_settings
 
