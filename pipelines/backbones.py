@@ -25,11 +25,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 import torch
 
 from components.config import load_config
-from components.data.tables import PreparedDataset
+from components.data.tables import PreparedDataset, vectors_of
 from components.ranker import VARIANT_INPUTS, base_variant, trained_backbone
 from components.ranker_data import RankerData
 from components.workspace import Workspace
@@ -38,8 +38,9 @@ from models.recommenders import family
 
 def item_text(workspace: Workspace) -> torch.Tensor:
     """The item text embeddings in item index order, from the Feast view's offline source."""
-    table = pd.read_parquet(workspace.item_text, columns=["item_idx", "text_embedding"]).sort_values("item_idx")
-    return torch.from_numpy(np.stack(table["text_embedding"].to_numpy()).astype(np.float32))
+    table = pq.read_table(workspace.item_text, columns=["item_idx", "text_embedding"])
+    order = np.argsort(table.column("item_idx").to_numpy(), kind="stable")
+    return torch.from_numpy(vectors_of(table.column("text_embedding"))[order])
 
 
 def train_one(root: str, config_file: str | None, backbone: str, variant: str, repeat: int, device: str) -> dict:
@@ -49,11 +50,12 @@ def train_one(root: str, config_file: str | None, backbone: str, variant: str, r
                                                                  "repeat": repeat, "device": device}})
     data = RankerData(PreparedDataset(workspace.prepared), family(backbone), config.data.max_seq_len)
     text = item_text(workspace) if VARIANT_INPUTS[base_variant(variant)][0] else None
-    started = time.perf_counter()
+
     def report(row: dict, epoch: int) -> None:
         print(f"{config.ranker.run_name} epoch {epoch}: loss {row['loss']:.4f}, "
               f"valid NDCG@10 {row.get('valid_ndcg@10', float('nan')):.4f}, {row['train_seconds']:.1f}s", flush=True)
 
+    started = time.perf_counter()
     _, curve, best, reused = trained_backbone(config, workspace, data, text, progress=False, on_epoch=report)
     return {"ranker": config.ranker.run_name, "reused": reused, "epochs": len(curve), "best_epoch": best["epoch"],
             "best_valid_ndcg@10": round(best["valid_ndcg@10"], 5), "seconds": round(time.perf_counter() - started, 1)}
