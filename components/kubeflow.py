@@ -177,6 +177,8 @@ def seed_budget_branch(workspace: str, config: str, budget: float) -> NamedTuple
     from components.steps import PoolVariant
     from components.workspace import Workspace
     settings = yaml.safe_load(config)
-    settings["seeds"] = {**settings.get("seeds", {}), "budget": budget, "count": None}  # 1.0 = every user
-    child = PoolVariant(f"budget-{budget:g}", {}).workspace(Workspace(workspace))
+    seeds = {**settings.get("seeds", {}), "budget": budget, "count": None}  # 1.0 = every user
+    base = Workspace(workspace)
+    child = base if seeds == settings.get("seeds") else PoolVariant(f"budget-{budget:g}", {}).workspace(base)
+    settings["seeds"] = seeds  # the base's own budget reuses its pool and rankers, as the CLI sweep does
     return NamedTuple("Branch", workspace=str, config=str)(str(child.root), yaml.safe_dump(settings))

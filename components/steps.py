@@ -189,11 +189,16 @@ class PoolVariant:
                 os.symlink(os.path.relpath(base.root / relative, link.parent), link)
         return child
 
-    def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
-        """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
-        child = self.workspace(base)
+    def derive(self, config: Config, base: Workspace) -> tuple[Config, Workspace]:
+        """The derived configuration and its workspace. Overrides that change nothing (a sweep budget equal
+        to the base's) name the base itself, so its pool and trained rankers are reused, not rebuilt."""
         derived = config.model_copy(update={section: getattr(config, section).model_copy(update=fields)
                                             for section, fields in self.overrides.items()})
+        return derived, base if derived == config else self.workspace(base)
+
+    def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
+        """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
+        derived, child = self.derive(config, base)
         for step in POOL_STEPS:
             run_step(derived, child, step, progress)
         return derived, child

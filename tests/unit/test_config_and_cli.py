@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from components.config import available_presets, load_config
-from components.steps import is_current
+from components.steps import PoolVariant, is_current
 from components.workspace import Workspace
 from pipelines.cli import cli
 
@@ -21,6 +21,14 @@ def test_presets_and_yaml_overrides(tmp_path):
     file.write_text("preset: amazon-beauty\ndata:\n  k_core: 3\n")
     config = load_config(file=file)
     assert config.name == "amazon-beauty" and config.data.k_core == 3 and config.data.domain == "beauty"
+
+
+def test_a_sweep_budget_equal_to_the_base_reuses_the_base_workspace(tmp_path):
+    base, config = Workspace(tmp_path), load_config(overrides={"seeds": {"budget": 0.1}})
+    same, child = (PoolVariant(f"budget-{b:g}", {"seeds": {"budget": b, "count": None}}).derive(config, base)
+                   for b in (0.1, 0.05))
+    assert same == (config, base), "the base's own pool and rankers are what this budget would rebuild"
+    assert child[0].seeds.budget == 0.05 and child[1].root == tmp_path / "studies" / "budget-0.05"
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
