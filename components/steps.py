@@ -12,47 +12,47 @@ never re-pays an LLM call (its response cache survives any crash).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from components.behaviour import embed_users, train_behaviour_encoder, write_item_text_features
-from components.checks import validate_behaviour_vectors, validate_interactions
 from components.config import Config
-from components.data.prepare import prepare_data
 from components.data.tables import DatasetStats
-from components.features import apply_features, materialise_features
-from components.pool import build_pool
-from components.ranker import ranker_upstream, resolved_settings
-from components.rationales import generate_rationales, template_settings
-from components.retrieval import retrieve_rationales
-from components.seeds import sample_seeds
-from components.tracking import train_and_track
 from components.workspace import (CHECKPOINT, ENCODER, FEAST_REGISTRY, ITEM_TEXT, LLM_CACHE, POOL_POINTER, PREPARED,
                                   PSEUDONYM_KEY, RANKER_BACKBONES, RATIONALE_TABLE, SEEDS, STUDIES, USER_RATIONALES, USER_VECTORS, Workspace,
                                   read_json, write_json)
 
-
 StepFunction = Callable[..., object]  # (config, workspace, progress=...) -> its result type (a TypedDict: JSON as recorded)
-ConfigFunction = Callable[[Config], object]
+
+
+def _resolve(target: str) -> Callable:
+    """``"module:name"`` imported on first use: a Kubeflow task or CLI call loads only its own step's
+    libraries (DGL, torch, transformers and Feast cost seconds each to import)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
-    function: StepFunction  # every step has one signature: (config, workspace, progress)
+    target: str  # "module:function"; every step has one signature: (config, workspace, progress)
     reads: tuple[str, ...]  # configuration sections (dotted paths) that change the result
     after: tuple[str, ...]  # upstream steps whose results it reads
     writes: tuple[str, ...]  # workspace files it produces
     updated_later: tuple[str, ...] = ()  # outputs later steps modify (Feast's registry): only their presence counts
-    derived: ConfigFunction | None = None  # settings declared in code (a model's defaults, a template), fingerprinted
-    reads_after: Callable[[Config], tuple[str, ...]] | None = None  # the subset of ``after`` this config reads
+    derived: str | None = None  # "module:function" of Config: settings declared in code (a model's defaults, a template), fingerprinted
+    reads_after: str | None = None  # "module:function" of Config: the subset of ``after`` this config reads
+
+    @property
+    def function(self) -> StepFunction:
+        return _resolve(self.target)
 
     def upstream(self, config: Config) -> tuple[str, ...]:
         """The steps whose results this configuration of the step reads (all of ``after`` unless narrowed)."""
-        return self.reads_after(config) if self.reads_after else self.after
+        return _resolve(self.reads_after)(config) if self.reads_after else self.after
 
     def run(self, config: Config, workspace: Workspace, progress: bool) -> object:
         return self.function(config, workspace, progress=progress)
@@ -60,27 +60,32 @@ class Step:
 
 def prepare_data_stats(config: Config, workspace: Workspace, progress: bool = True) -> DatasetStats:
     """The ``prepare_data`` step: the prepared dataset's statistics as its result."""
+    from components.data.prepare import prepare_data
     return prepare_data(config, workspace, progress).stats
 
 
 STEPS: dict[str, Step] = {step.name: step for step in [
-    Step("prepare_data", prepare_data_stats, ("name", "data", "synthetic"), (), ("data/interactions.parquet",)),
-    Step("validate_interactions", validate_interactions, (), ("prepare_data",), ()),
-    Step("train_encoder", train_behaviour_encoder, ("seed", "encoder"), ("prepare_data",), (CHECKPOINT,)),
-    Step("embed_users", embed_users, ("encoder",), ("train_encoder",), (USER_VECTORS,)),
-    Step("validate_behaviour", validate_behaviour_vectors, (), ("embed_users",), ()),
-    Step("sample_seeds", sample_seeds, ("seed", "seeds"), ("embed_users",), (SEEDS,)),
-    Step("generate_rationales", generate_rationales, ("llm", "data.domain"), ("sample_seeds",), (RATIONALE_TABLE,),
-         derived=template_settings),
-    Step("build_pool", build_pool, ("pool",), ("generate_rationales",), (POOL_POINTER,)),
-    Step("retrieve_rationales", retrieve_rationales, ("pool", "features.layout"), ("build_pool", "embed_users"),
-         (USER_RATIONALES,)),
-    Step("embed_item_text", write_item_text_features, ("pool.text_encoder_path",), ("prepare_data",), (ITEM_TEXT,)),
-    Step("apply_features", apply_features, ("features",), ("retrieve_rationales", "embed_item_text"),
-         (FEAST_REGISTRY,), updated_later=(FEAST_REGISTRY,)),
-    Step("materialise_features", materialise_features, ("features",), ("apply_features",), ()),
-    Step("train_ranker", train_and_track, ("seed", "ranker", "data.max_seq_len"), ("apply_features",), (),
-         derived=resolved_settings, reads_after=ranker_upstream),
+    Step("prepare_data", "components.steps:prepare_data_stats", ("name", "data", "synthetic"), (),
+         ("data/interactions.parquet",)),
+    Step("validate_interactions", "components.checks:validate_interactions", (), ("prepare_data",), ()),
+    Step("train_encoder", "components.behaviour:train_behaviour_encoder", ("seed", "encoder"), ("prepare_data",),
+         (CHECKPOINT,)),
+    Step("embed_users", "components.behaviour:embed_users", ("encoder",), ("train_encoder",), (USER_VECTORS,)),
+    Step("validate_behaviour", "components.checks:validate_behaviour_vectors", (), ("embed_users",), ()),
+    Step("sample_seeds", "components.seeds:sample_seeds", ("seed", "seeds"), ("embed_users",), (SEEDS,)),
+    Step("generate_rationales", "components.rationales:generate_rationales", ("llm", "data.domain"), ("sample_seeds",),
+         (RATIONALE_TABLE,), derived="components.rationales:template_settings"),
+    Step("build_pool", "components.pool:build_pool", ("pool",), ("generate_rationales",), (POOL_POINTER,)),
+    Step("retrieve_rationales", "components.retrieval:retrieve_rationales", ("pool", "features.layout"),
+         ("build_pool", "embed_users"), (USER_RATIONALES,)),
+    Step("embed_item_text", "components.behaviour:write_item_text_features", ("pool.text_encoder_path",),
+         ("prepare_data",), (ITEM_TEXT,)),
+    Step("apply_features", "components.features:apply_features", ("features",),
+         ("retrieve_rationales", "embed_item_text"), (FEAST_REGISTRY,), updated_later=(FEAST_REGISTRY,)),
+    Step("materialise_features", "components.features:materialise_features", ("features",), ("apply_features",), ()),
+    Step("train_ranker", "components.tracking:train_and_track", ("seed", "ranker", "data.max_seq_len"),
+         ("apply_features",), (), derived="components.ranker:resolved_settings",
+         reads_after="components.ranker:ranker_upstream"),
 ]}
 
 
@@ -134,7 +139,7 @@ def fingerprint(config: Config, workspace: Workspace, step: Step) -> str:
         upstream[name] = [record["fingerprint"], record["result_id"]] if record else None
     payload = {"step": step.name, "config": {k: _section(config, k) for k in step.reads}, "after": upstream}
     if step.derived:  # a changed default (declared with a model, not in the configuration) makes the step stale
-        payload["derived"] = step.derived(config)
+        payload["derived"] = _resolve(step.derived)(config)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -31,6 +31,17 @@ def test_a_sweep_budget_equal_to_the_base_reuses_the_base_workspace(tmp_path):
     assert child[0].seeds.budget == 0.05 and child[1].root == tmp_path / "studies" / "budget-0.05"
 
 
+def test_a_task_imports_only_its_own_steps_libraries(tmp_path):
+    """A Kubeflow task starts in a fresh process: checking and running ``sample_seeds`` must not pay
+    for importing DGL, torch or transformers (seconds each)."""
+    script = ("import sys; from components.config import load_config; from components.steps import is_current; "
+              "from components.workspace import Workspace; import components.kubeflow_runtime; "
+              f"is_current(load_config(), Workspace({str(tmp_path)!r}), 'sample_seeds'); "
+              "print(sorted({'dgl', 'torch', 'transformers'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     with pytest.raises(ValidationError, match="k_cor"):
         load_config(overrides={"data": {"k_cor": 3}})
