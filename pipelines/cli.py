@@ -441,7 +441,8 @@ def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> Non
     click.echo(frame.to_string(index=False))
     calls = sweep_calls(frame)
     click.echo(f"LLM calls paid: {calls['sweep_llm_calls_paid']:,} (nested seeds: each budget pays only for the seeds "
-               f"the smaller ones lacked); budgets that shared no seeds would pay {calls['sweep_llm_calls_unnested']:,}")
+               f"the smaller ones lacked; the workspace's own budget counts what its pool paid); budgets that "
+               f"shared no seeds would pay {calls['sweep_llm_calls_unnested']:,}")
 
 
 @experiments.command("recommend-budget")

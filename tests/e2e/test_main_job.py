@@ -154,8 +154,9 @@ def every_step_records_the_result_its_type_declares(workspace: Path) -> None:
 
 
 def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: Path) -> None:
-    """Seeds are nested, so a sweep up to the main job's budget (0.25) is answered from its cache;
-    its table then gives a budget recommendation with plots."""
+    """Seeds are nested and the main job's budget (0.25) is the workspace itself, so the sweep pays no call:
+    its total is what the main job's pool paid, the smaller budget's none. Its table then gives a budget
+    recommendation with plots."""
     def cli(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "pipelines.cli", "-q", "-w", str(workspace), "--config",
                                str(config), "experiments", *args], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -166,7 +167,8 @@ def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: P
     sweep = cli("sweep", "--backbones", "lightgcn", "--budgets", "0.1,0.25", "--epochs", "1")
     paid, unnested = (int(n.replace(",", "")) for n in re.search(r"LLM calls paid: ([\d,]+) .* would pay ([\d,]+)",
                                                                  sweep).group(1, 2))
-    assert paid == 0 and unnested > 0, sweep
+    base_paid = json.loads(Workspace(workspace).rationale_summary.read_text())["calls"]
+    assert paid == base_paid and unnested > paid, sweep
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Workspace(workspace).file(MLFLOW_STORE)}")
@@ -174,6 +176,7 @@ def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: P
     run = client.search_runs([experiment.experiment_id], "attributes.run_name = 'seed-sweep'")[0]
     assert run.data.metrics["sweep_llm_calls_unnested"] == unnested, "the total, not one budget's count"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "llm_calls")] == [1000, 2500]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "llm_calls_paid")] == [0, base_paid]
     advice = cli("recommend-budget", "--backbone", "lightgcn", "--value-per-point", "100")
     assert re.search(r"for [\d,]+ users: [\d,]+ seeds", advice) and "lightgcn-recommended.html" in advice, advice
 
