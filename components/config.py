@@ -183,7 +183,8 @@ class PoolConfig(_Section):
     dedupe_threshold: float = Field(0.995, gt=0, le=1.0,
                                     description="drop a rationale this cosine-similar to one kept; 1.0 keeps all")
     top_k: int = Field(1, ge=1, description="rationales mixed per user, weighted by similarity (1 = Eq. 3)")
-    block_users: int = Field(32768, ge=1, description="users per block in bulk retrieval (bounds memory)")
+    block_users: int = Field(65536, ge=1, description="users per block in bulk retrieval (bounds memory; larger "
+                                                      "blocks give 'clustered' larger matrix products)")
     block_mb: int = Field(256, ge=1, description="cap on one block's similarity matrix; shrinks blocks for big pools")
     index: Literal["exact", "ivf", "hnsw", "clustered"] = Field(
         "exact", description="bulk retrieval: exact matrix products; a faiss IVF-Flat / HNSW index over the seeds; or "
@@ -192,12 +193,19 @@ class PoolConfig(_Section):
                              "thousands of seeds)")
     nlist: int | None = Field(None, ge=1, description="ivf: inverted lists (default 4·√seeds); clustered: k-means "
                                                       "cells (default √seeds); at least 39 seeds each")
-    nprobe: int = Field(8, ge=1, description="ivf: lists searched per user; clustered: nearest cells whose seeds "
-                                             "each cell's users are matched against")
+    nprobe: int | None = Field(None, ge=1, description="ivf: lists searched per user (default 8); clustered: nearest "
+                                                       "cells whose seeds each cell's users are matched against "
+                                                       "(default 4)")
     hnsw_m: int = Field(32, ge=4, description="hnsw: links per node")
     ef_search: int = Field(64, ge=1, description="hnsw: candidates kept while searching")
     recall_sample: int = Field(10_000, ge=0, description="ann: users checked against exact retrieval (about)")
     min_recall: float = Field(0.99, ge=0, le=1, description="ann: the gate fails a refresh below this sampled recall@1")
+
+    @property
+    def probes(self) -> int:
+        """``nprobe`` or the index's default: a clustered user is matched against its whole cell's
+        neighbourhood, where 4 cells already reach the recall of 8 (benchmarks/ann_recall.py)."""
+        return self.nprobe or (4 if self.index == "clustered" else 8)
 
 
 class FeaturesConfig(_Section):

@@ -86,9 +86,9 @@ def seed_index(seed_vectors: np.ndarray, cfg: PoolConfig, stored: Callable[[str]
             with atomic_path(path) as tmp:
                 faiss.write_index(index, str(tmp))
     if cfg.index == "clustered":
-        return ClusteredSeeds(seed_vectors, index.reconstruct_n(0, index.ntotal), min(cfg.nprobe, nlist))
+        return ClusteredSeeds(seed_vectors, index.reconstruct_n(0, index.ntotal), min(cfg.probes, nlist))
     if cfg.index == "ivf":
-        index.nprobe = min(cfg.nprobe, nlist)
+        index.nprobe = min(cfg.probes, nlist)
     else:
         index.hnsw.efSearch = max(cfg.ef_search, cfg.top_k)
     return index
