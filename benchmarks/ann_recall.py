@@ -56,7 +56,8 @@ def main() -> None:
                 rows.append({"noise": noise, "index": index, "nprobe": probes, "recall_at_1": round(recall, 4),
                              "users_per_s": round(speed)})
                 print(f"{noise:>6}{index:>10}{probes:>7}{recall:>10.4f}{speed:>10,.0f}", flush=True)
-    print(f"written to {save('ann_recall', {'benchmark': 'ann recall', 'seeds': args.seeds, 'users': args.users, 'rows': rows})}")
+    result = {"benchmark": "ann recall", "seeds": args.seeds, "users": args.users, "rows": rows}
+    print(f"written to {save('ann_recall', result)}")
 
 
 if __name__ == "__main__":
