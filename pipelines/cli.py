@@ -403,6 +403,9 @@ def experiments() -> None:
 
 
 def _experiment_options(function):
+    function = click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+                            help="Train the cells (every repeat) in this many single-threaded processes first, "
+                                 "then log them; 2 on a 2-core machine. Cells already trained are skipped.")(function)
     function = click.option("--epochs", type=int, default=None, help="Most epochs per ranker.")(function)
     function = click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
                             help="Training seeds per cell: mean ± sd, paired tests on seed-averaged per-user "
@@ -418,12 +421,12 @@ def _names(value: str | None, default: tuple) -> tuple:
 @_experiment_options
 @click.option("--variants", default=None, help="Comma-separated variants (default: id,item_text,reland).")
 @click.pass_obj
-def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> None:
+def experiments_table2(obj: _Context, backbones, epochs, repeats, jobs, variants) -> None:
     """Every backbone x variant, with paired t-tests; registers the best ranker in the model registry."""
     from pipelines.studies import VARIANTS, table2
 
     frame = table2(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, BACKBONE_NAMES),
-                   _names(variants, VARIANTS), obj.progress, repeats=repeats)
+                   _names(variants, VARIANTS), obj.progress, repeats=repeats, jobs=jobs)
     click.echo(frame.to_string(index=False))
 
 
@@ -431,13 +434,13 @@ def experiments_table2(obj: _Context, backbones, epochs, repeats, variants) -> N
 @_experiment_options
 @click.option("--budgets", default=None, help="Comma-separated seed budgets (default: 0.01,...,1.0).")
 @click.pass_obj
-def experiments_sweep(obj: _Context, backbones, epochs, repeats, budgets) -> None:
+def experiments_sweep(obj: _Context, backbones, epochs, repeats, jobs, budgets) -> None:
     """RELAND at each seed budget against +f_item: quality versus LLM calls, tokens and seconds (ROI plot)."""
     from pipelines.studies import seed_sweep, sweep_calls
 
     chosen = tuple(float(b) for b in _names(budgets, SWEEP_BUDGETS))
     frame = seed_sweep(obj.config(**_ranker_overrides(epochs)), obj.workspace, chosen,
-                       _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats)
+                       _names(backbones, ("sasrec", "lightgcn")), obj.progress, repeats, jobs)
     click.echo(frame.to_string(index=False))
     calls = sweep_calls(frame)
     click.echo(f"LLM calls paid: {calls['sweep_llm_calls_paid']:,} (nested seeds: each budget pays only for the seeds "
@@ -480,17 +483,18 @@ def experiments_recommend_budget(obj: _Context, backbone: str, value_per_point: 
 @experiments.command("ablations")
 @_experiment_options
 @click.pass_obj
-def experiments_ablations(obj: _Context, backbones, epochs, repeats) -> None:
+def experiments_ablations(obj: _Context, backbones, epochs, repeats, jobs) -> None:
     """RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds) and w/o i.f. (no item text)."""
     from pipelines.studies import ablations
 
-    _run_backbone_study(obj, ablations, backbones, epochs, repeats)
+    _run_backbone_study(obj, ablations, backbones, epochs, repeats, jobs)
 
 
-def _run_backbone_study(obj: _Context, study, backbones: str | None, epochs: int | None, repeats: int) -> None:
+def _run_backbone_study(obj: _Context, study, backbones: str | None, epochs: int | None, repeats: int,
+                        jobs: int) -> None:
     """Run a study over backbones (default: SASRec and LightGCN, the paper's ablation backbones), print its table."""
     frame = study(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, ("sasrec", "lightgcn")),
-                  obj.progress, repeats)
+                  obj.progress, repeats, jobs=jobs)
     click.echo(frame.to_string(index=False))
 
 
@@ -499,7 +503,7 @@ def _run_backbone_study(obj: _Context, study, backbones: str | None, epochs: int
 @click.option("--cells", default=None, help="Comma-separated cells besides +f_item (default: reland,seed_vector,"
                                             "shuffled,profile); 'profile' alone needs no LLM pool.")
 @click.pass_obj
-def experiments_controls(obj: _Context, backbones, epochs, repeats, cells) -> None:
+def experiments_controls(obj: _Context, backbones, epochs, repeats, jobs, cells) -> None:
     """What carries RELAND's effect: controls with shuffled assignment, profile text (no LLM), seed vectors.
 
     Each control runs through the same pool, retrieval, Feast and fusion path as RELAND and is
@@ -508,7 +512,7 @@ def experiments_controls(obj: _Context, backbones, epochs, repeats, cells) -> No
     from pipelines.studies import CONTROL_CELLS, controls
 
     frame = controls(obj.config(**_ranker_overrides(epochs)), obj.workspace, _names(backbones, ("sasrec", "lightgcn")),
-                     obj.progress, repeats, _names(cells, CONTROL_CELLS))
+                     obj.progress, repeats, _names(cells, CONTROL_CELLS), jobs)
     click.echo(frame.to_string(index=False))
 
 

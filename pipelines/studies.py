@@ -10,16 +10,20 @@ artefacts; the best Table-2 ranker (by validation NDCG@10) is registered in the 
 """
 from __future__ import annotations
 
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 import models
 
 from components.config import BACKBONE_NAMES, SWEEP_BUDGETS, Config
-from components.ranker import load_per_user
+from components.ranker import base_variant, fuses, load_per_user
 from components.steps import PoolVariant, is_current, run_step, step_record
 from components.tracking import (CHAMPION, control_label, data_hash, log_epoch, log_ranker_run, metric_names,
                                  ranker_params, registered_model_name, start_run, use_experiment)
@@ -78,11 +82,56 @@ def tracked_cell(config: Config, workspace: Workspace, repeats: int = 1, progres
     with start_run(run_name=label, nested=True):
         mlflow.log_params({"cell": label, "repeats": repeats, "backbone": config.ranker.backbone,
                            "variant": config.ranker.variant, "control": control_label(config)})
-        runs = [tracked_ranker(with_ranker(config, repeat=r), workspace, progress, f"{label} seed {r}")
-                for r in range(repeats)]
+        runs = [tracked_ranker(cfg, workspace, progress, f"{label} seed {cfg.ranker.repeat}")
+                for cfg in repeat_configs(config, repeats)]
         cell = aggregate_repeats(runs)
         mlflow.log_metrics(metric_names({k: v for k, v in cell.items() if k.startswith(("test_", "best_valid"))}))
     return cell
+
+
+def repeat_configs(config: Config, repeats: int) -> list[Config]:
+    """The configurations of a cell's repeats: itself alone, or repeats 0 … repeats - 1 (seeds seed + k)."""
+    return [config] if repeats == 1 else [with_ranker(config, repeat=r) for r in range(repeats)]
+
+
+def train_cells(cells: list[tuple[Config, Workspace]], repeats: int, jobs: int, progress: bool = True) -> None:
+    """Train every repeat of ``cells`` in ``jobs`` single-threaded processes before a study logs them.
+
+    The study then finds each ranker trained (``reused``) and only logs it, so a sweep on a
+    machine with N cores (or one GPU) takes N lanes without running N studies.  The unfused
+    backbones train first: a residual fusion of the same seed fits on the stored one, and two
+    lanes never train one backbone twice.  Cells already trained are skipped; a failed cell
+    fails the study.
+    """
+    if jobs < 2:
+        return
+    tasks = [(each, ws) for cfg, ws in cells for each in repeat_configs(cfg, repeats)]
+    fused = [(cfg, ws) for cfg, ws in tasks if fuses(cfg)]
+    backbones: dict[str, tuple[Config, Workspace]] = {}
+    for cfg, ws in [t for t in tasks if not fuses(t[0])] + [
+            (with_ranker(cfg, variant=base_variant(cfg.ranker.variant)), ws) for cfg, ws in fused
+            if cfg.ranker.fusion_training == "residual"]:
+        backbones.setdefault(f"{cfg.seed}:{cfg.ranker.model_dump_json()}", (cfg, ws))
+    context = multiprocessing.get_context("spawn")  # a forked child would inherit the parent's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for stage, phase in (("backbones", list(backbones.values())), ("fused cells", fused)):
+            futures = [pool.submit(train_cell, cfg, str(ws.root)) for cfg, ws in phase]
+            for done, future in enumerate(as_completed(futures), 1):
+                try:
+                    name, minutes, ran = future.result()
+                except BaseException:  # stop at the first failure, not after every cell still queued
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                if progress:
+                    print(f"{stage} {done}/{len(futures)}: {name} "
+                          f"{f'trained in {minutes:.1f} min' if ran else 'already trained'}", flush=True)
+
+
+def train_cell(config: Config, root: str) -> tuple[str, float, bool]:
+    """One ranker through the ``train_ranker`` step (skipped when current): (name, minutes, whether it ran)."""
+    started = time.perf_counter()
+    _, ran = run_step(config, Workspace(root), "train_ranker", progress=False)
+    return config.ranker.run_name, (time.perf_counter() - started) / 60, ran
 
 
 def aggregate_repeats(runs: list[dict]) -> dict:
@@ -167,23 +216,25 @@ def _per_user(results: list[dict]) -> dict[str, dict]:
 
 
 def table2(config: Config, workspace: Workspace, backbones=BACKBONE_NAMES, variants=VARIANTS,
-           progress: bool = True, register: bool = True, repeats: int = 1) -> pd.DataFrame:
+           progress: bool = True, register: bool = True, repeats: int = 1, jobs: int = 1) -> pd.DataFrame:
     """Every backbone × variant; lifts and paired tests of +f_item and RELAND against ID-only.
 
     With ``repeats`` > 1 every cell is the mean ± sd over that many training seeds, and the
-    paired tests run on each user's metrics averaged over the seeds.
+    paired tests run on each user's metrics averaged over the seeds.  ``jobs`` > 1 trains the
+    cells in that many processes first (:func:`train_cells`).
     """
     import mlflow
 
     use_experiment(workspace, f"table2-{config.name}")
+    cells = [(with_ranker(config, backbone=backbone, variant=variant), workspace)
+             for backbone in backbones for variant in variants]
+    train_cells(cells, repeats, jobs, progress)
     results = []
     with start_run(run_name="table2"):
         mlflow.log_param("repeats", repeats)
-        for backbone in backbones:
-            for variant in variants:
-                result = tracked_cell(with_ranker(config, backbone=backbone, variant=variant), workspace, repeats,
-                                      progress)
-                results.append({**result, "key": result["ranker"]})
+        for cfg, _ in cells:
+            result = tracked_cell(cfg, workspace, repeats, progress)
+            results.append({**result, "key": result["ranker"]})
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]
@@ -251,24 +302,28 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
 
 
 def seed_sweep(config: Config, workspace: Workspace, budgets=SWEEP_BUDGETS, backbones=("sasrec", "lightgcn"),
-               progress: bool = True, repeats: int = 1) -> pd.DataFrame:
+               progress: bool = True, repeats: int = 1, jobs: int = 1) -> pd.DataFrame:
     """RELAND at each seed budget against the +f_item baseline: quality against LLM calls, tokens and seconds.
 
     A budget of 1.0 asks the LLM about every user: per-user inference, the KAR-style setting.
+    Every budget's pool is built first, smallest first (nested seeds: each budget pays only for
+    the seeds the last one lacked); ``jobs`` > 1 then trains the cells in parallel (:func:`train_cells`).
     """
     import mlflow
 
     use_experiment(workspace, f"seed-sweep-{config.name}")
+    pools = {budget: PoolVariant(f"budget-{budget:g}", {"seeds": {"budget": budget, "count": None}}).build(
+        config, workspace, progress) for budget in sorted(budgets)}
+    baselines = [(with_ranker(config, backbone=backbone, variant="item_text"), workspace) for backbone in backbones]
+    train_cells(baselines + [(with_ranker(derived, backbone=backbone, variant="reland"), child)
+                             for derived, child in pools.values() for backbone in backbones], repeats, jobs, progress)
     results = []
     with start_run(run_name="seed-sweep"):
-        for backbone in backbones:
-            baseline = tracked_cell(with_ranker(config, backbone=backbone, variant="item_text"), workspace, repeats,
-                                    progress)
-            results.append({**baseline, **dict.fromkeys(POOL_COST, 0), "key": f"{backbone}-baseline",
+        for cfg, _ in baselines:
+            baseline = tracked_cell(cfg, workspace, repeats, progress)
+            results.append({**baseline, **dict.fromkeys(POOL_COST, 0), "key": f"{cfg.ranker.backbone}-baseline",
                             "label": "+f_item", "budget": 0.0})
-        for budget in sorted(budgets):  # nested seeds: each budget pays only for the seeds the last one lacked
-            pool = PoolVariant(f"budget-{budget:g}", {"seeds": {"budget": budget, "count": None}})
-            derived, child = pool.build(config, workspace, progress)
+        for budget, (derived, child) in pools.items():
             cost = _pool_cost(derived, child)
             for backbone in backbones:
                 result = tracked_cell(with_ranker(derived, backbone=backbone, variant="reland"), child, repeats,
@@ -341,7 +396,7 @@ def sweep_calls(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
-              repeats: int = 1) -> pd.DataFrame:
+              repeats: int = 1, jobs: int = 1) -> pd.DataFrame:
     """Figure 5: RELAND against w/o r.p. (direct prompting), w/o a.s. (random seeds), w/o i.f. (no item text).
 
     Plus a control the paper does not run: the seed's behaviour vector fused instead of its
@@ -352,18 +407,21 @@ def ablations(config: Config, workspace: Workspace, backbones=("sasrec", "lightg
     use_experiment(workspace, f"ablations-{config.name}")
     pools = {"w/o r.p.": PoolVariant("direct-prompt", {"llm": {"prompt": "direct"}}),
              "w/o a.s.": PoolVariant("random-seeds", {"seeds": {"strategy": "random"}})}
+    built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
+    runs = []
+    for backbone in backbones:
+        runs += [("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
+                 ("w/o i.f.", with_ranker(config, backbone=backbone, variant="rationale_only"), workspace),
+                 ("seed vector (no LLM)", with_ranker(config, backbone=backbone, variant="seed_vector"), workspace)]
+        runs += [(label, with_ranker(derived, backbone=backbone, variant="reland"), child)
+                 for label, (derived, child) in built.items()]
+    train_cells([(cfg, where) for _, cfg, where in runs], repeats, jobs, progress)
     results = []
     with start_run(run_name="ablations"):
-        built = {label: pool.build(config, workspace, progress) for label, pool in pools.items()}
-        for backbone in backbones:
-            runs = [("RELAND", with_ranker(config, backbone=backbone, variant="reland"), workspace),
-                    ("w/o i.f.", with_ranker(config, backbone=backbone, variant="rationale_only"), workspace),
-                    ("seed vector (no LLM)", with_ranker(config, backbone=backbone, variant="seed_vector"), workspace)]
-            runs += [(label, with_ranker(derived, backbone=backbone, variant="reland"), child)
-                     for label, (derived, child) in built.items()]
-            for label, cfg, where in runs:
-                result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
-                results.append({**result, **_pool_cost(cfg, where), "key": f"{backbone} {label}", "label": label})
+        for label, cfg, where in runs:
+            key = f"{cfg.ranker.backbone} {label}"
+            result = tracked_cell(cfg, where, repeats, progress, label=key)
+            results.append({**result, **_pool_cost(cfg, where), "key": key, "label": label})
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]
@@ -382,7 +440,7 @@ CONTROL_CELLS = ("reland", "seed_vector", *CONTROLS)  # besides +f_item, which e
 
 
 def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgcn"), progress: bool = True,
-             repeats: int = 1, cells: tuple[str, ...] = CONTROL_CELLS) -> pd.DataFrame:
+             repeats: int = 1, cells: tuple[str, ...] = CONTROL_CELLS, jobs: int = 1) -> pd.DataFrame:
     """Where RELAND's effect comes from: the LLM's text, grounded text without an LLM, or the assignment.
 
     Against +f_item and RELAND, each backbone trains three controls through the same pool →
@@ -397,22 +455,25 @@ def controls(config: Config, workspace: Workspace, backbones=("sasrec", "lightgc
     if unknown:
         raise ValueError(f"unknown control cells {sorted(unknown)}; choose from {', '.join(CONTROL_CELLS)}")
     use_experiment(workspace, f"controls-{config.name}")
+    built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items() if label in cells}
+    runs = []
+    for backbone in backbones:
+        runs += [("+f_item", with_ranker(config, backbone=backbone, variant="item_text"), workspace)]
+        runs += [(label, with_ranker(config, backbone=backbone, variant=variant), workspace)
+                 for cell, label, variant in (("reland", "RELAND", "reland"),
+                                              ("seed_vector", "control: seed vector", "seed_vector"))
+                 if cell in cells]
+        runs += [(f"control: {label}", with_ranker(derived, backbone=backbone, variant="reland"), child)
+                 for label, (derived, child) in built.items()]
+    train_cells([(cfg, where) for _, cfg, where in runs], repeats, jobs, progress)
     results = []
     with start_run(run_name="controls"):
         mlflow.log_params({"repeats": repeats, "cells": ",".join(cells)})
-        built = {label: pool.build(config, workspace, progress) for label, pool in CONTROLS.items() if label in cells}
-        for backbone in backbones:
-            runs = [("+f_item", with_ranker(config, backbone=backbone, variant="item_text"), workspace)]
-            runs += [(label, with_ranker(config, backbone=backbone, variant=variant), workspace)
-                     for cell, label, variant in (("reland", "RELAND", "reland"),
-                                                  ("seed_vector", "control: seed vector", "seed_vector"))
-                     if cell in cells]
-            runs += [(f"control: {label}", with_ranker(derived, backbone=backbone, variant="reland"), child)
-                     for label, (derived, child) in built.items()]
-            for label, cfg, where in runs:
-                result = tracked_cell(cfg, where, repeats, progress, label=f"{backbone} {label}")
-                results.append({**result, **_pool_cost(cfg, where), "key": f"{backbone} {label}", "label": label,
-                                "control": control_label(cfg)})
+        for label, cfg, where in runs:
+            key = f"{cfg.ranker.backbone} {label}"
+            result = tracked_cell(cfg, where, repeats, progress, label=key)
+            results.append({**result, **_pool_cost(cfg, where), "key": key, "label": label,
+                            "control": control_label(cfg)})
         per_user = _per_user(results)
         for backbone in backbones:
             rows = [r for r in results if r["backbone"] == backbone]

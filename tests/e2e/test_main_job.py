@@ -164,7 +164,7 @@ def sweep_pays_no_call_below_the_budget_already_built(workspace: Path, config: P
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    sweep = cli("sweep", "--backbones", "lightgcn", "--budgets", "0.1,0.25", "--epochs", "1")
+    sweep = cli("sweep", "--backbones", "lightgcn", "--budgets", "0.1,0.25", "--epochs", "1", "--jobs", "2")
     paid, unnested = (int(n.replace(",", "")) for n in re.search(r"LLM calls paid: ([\d,]+) .* would pay ([\d,]+)",
                                                                  sweep).group(1, 2))
     base_paid = json.loads(Workspace(workspace).rationale_summary.read_text())["calls"]

@@ -529,3 +529,27 @@ def test_a_controls_study_names_its_cells_or_says_which_exist(tmp_path):
 
     with pytest.raises(ValueError, match="unknown control cells \\['profil'\\]; choose from reland, seed_vector"):
         controls(config(), Workspace(tmp_path), cells=("profil",))
+
+
+def test_cells_trained_in_parallel_lanes_equal_the_sequential_study_and_are_logged_reused(tmp_path):
+    import mlflow
+
+    frames = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the lanes' single thread, so both paths sum in the same order
+    try:
+        for jobs in (2, 1):
+            ws = Workspace(tmp_path / f"jobs{jobs}")
+            prepare_data(config(epochs=2), ws, progress=False)
+            write_features(ws, pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1))
+            apply_features(config(epochs=2), ws)
+            frames[jobs] = table2(config(epochs=2), ws, backbones=("sasrec",), variants=("item_text", "reland"),
+                                  progress=False, register=False, repeats=2, jobs=jobs)
+            if jobs == 2:
+                runs = mlflow.search_runs(experiment_names=["table2-synthetic"])
+                seeds = runs[runs["tags.mlflow.runName"].str.contains(" seed ", na=False)]
+                assert len(seeds) == 4 and (seeds["params.reused"] == "True").all(), "the study only logs the lanes' rankers"
+    finally:
+        torch.set_num_threads(threads)
+    metrics = [c for c in frames[1] if c.startswith(("test_", "best_valid"))]
+    pd.testing.assert_frame_equal(frames[2][metrics], frames[1][metrics])
