@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -97,34 +97,57 @@ def repeat_configs(config: Config, repeats: int) -> list[Config]:
 def train_cells(cells: list[tuple[Config, Workspace]], repeats: int, jobs: int, progress: bool = True) -> None:
     """Train every repeat of ``cells`` in ``jobs`` single-threaded processes before a study logs them.
 
-    The study then finds each ranker trained (``reused``) and only logs it, so a sweep on a
-    machine with N cores (or one GPU) takes N lanes without running N studies.  The unfused
-    backbones train first: a residual fusion of the same seed fits on the stored one, and two
-    lanes never train one backbone twice.  Cells already trained are skipped; a failed cell
-    fails the study.
+    The study then finds each ranker trained (``reused``) and only logs it, so a study on a
+    machine with N cores (or one GPU) takes N lanes.  A residual fusion is fitted on the stored
+    unfused backbone of its seed, so each backbone trains once (as its +f_item or ID-only
+    ranker) and its fusions start as soon as it is stored.  Cells already trained are skipped;
+    the first failure stops the rest and fails the study.
     """
     if jobs < 2:
         return
     tasks = [(each, ws) for cfg, ws in cells for each in repeat_configs(cfg, repeats)]
-    fused = [(cfg, ws) for cfg, ws in tasks if fuses(cfg)]
     backbones: dict[str, tuple[Config, Workspace]] = {}
-    for cfg, ws in [t for t in tasks if not fuses(t[0])] + [
-            (with_ranker(cfg, variant=base_variant(cfg.ranker.variant)), ws) for cfg, ws in fused
-            if cfg.ranker.fusion_training == "residual"]:
-        backbones.setdefault(f"{cfg.seed}:{cfg.ranker.model_dump_json()}", (cfg, ws))
+    for cfg, ws in tasks:
+        if not fuses(cfg):
+            backbones.setdefault(_backbone_id(cfg), (cfg, ws))
+    fitted_on: dict[str | None, list[tuple[Config, Workspace]]] = {}  # backbone id (None: joint) -> fusions
+    for cfg, ws in tasks:
+        if fuses(cfg):
+            base = with_ranker(cfg, variant=base_variant(cfg.ranker.variant))
+            key = _backbone_id(base) if cfg.ranker.fusion_training == "residual" else None
+            if key:
+                backbones.setdefault(key, (base, ws))
+            fitted_on.setdefault(key, []).append((cfg, ws))
+    total, done = len(backbones) + sum(map(len, fitted_on.values())), 0
     context = multiprocessing.get_context("spawn")  # a forked child would inherit the parent's thread pools
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        for stage, phase in (("backbones", list(backbones.values())), ("fused cells", fused)):
-            futures = [pool.submit(train_cell, cfg, str(ws.root)) for cfg, ws in phase]
-            for done, future in enumerate(as_completed(futures), 1):
-                try:
+        running: dict = {}  # future -> the backbone id it trains (None: a fusion)
+
+        def submit(key: str | None, lane: list[tuple[Config, Workspace]]) -> None:
+            running.update({pool.submit(train_cell, cfg, str(ws.root)): key for cfg, ws in lane})
+
+        for key, task in backbones.items():
+            submit(key, [task])
+        submit(None, fitted_on.pop(None, []))
+        try:
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key = running.pop(future)
                     name, minutes, ran = future.result()
-                except BaseException:  # stop at the first failure, not after every cell still queued
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                if progress:
-                    print(f"{stage} {done}/{len(futures)}: {name} "
-                          f"{f'trained in {minutes:.1f} min' if ran else 'already trained'}", flush=True)
+                    submit(None, fitted_on.pop(key, []))  # the fusions on this backbone
+                    done += 1
+                    if progress:
+                        print(f"cell {done}/{total}: {name} "
+                              f"{f'trained in {minutes:.1f} min' if ran else 'already trained'}", flush=True)
+        except BaseException:  # stop at the first failure (or Ctrl-C), not after every cell still queued
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _backbone_id(config: Config) -> str:
+    """What makes two unfused cells one backbone (data and item text are the study's, shared)."""
+    return f"{config.seed}:{config.ranker.model_dump_json()}"
 
 
 def train_cell(config: Config, root: str) -> tuple[str, float, bool]:
