@@ -172,6 +172,14 @@ def record_step(config: Config, workspace: Workspace, name: str, result: object,
 
 
 POOL_STEPS = ("sample_seeds", "generate_rationales", "build_pool", "retrieve_rationales", "apply_features")
+SHARED_STEPS = ("prepare_data", "train_encoder", "embed_users", "embed_item_text")  # a derived workspace links their outputs
+
+
+def _link(target, link) -> None:
+    """A relative symlink ``link`` -> ``target`` (the pair can move together), unless ``link`` is there."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(os.path.relpath(target, link.parent), link)
 
 
 @dataclass(frozen=True)
@@ -184,14 +192,15 @@ class PoolVariant:
 
     def workspace(self, base: Workspace) -> Workspace:
         """``studies/<name>`` linking the base's data, encoder, item text, trained backbones, LLM cache and
-        pseudonym key."""
+        pseudonym key, and the records of the steps that made them, so the derived steps' fingerprints
+        follow the base: a base re-embedding its users or item text makes the derived pool stale."""
         child = Workspace(base.root / STUDIES / self.name)
         base.dir(RANKER_BACKBONES)  # linked before it holds anything: backbones trained later are shared too
         for relative in (PREPARED, ENCODER, ITEM_TEXT, RANKER_BACKBONES, LLM_CACHE, PSEUDONYM_KEY):
-            link = child.root / relative
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists() and (base.root / relative).exists():  # relative: the pair can move together
-                os.symlink(os.path.relpath(base.root / relative, link.parent), link)
+            if (base.root / relative).exists():
+                _link(base.root / relative, child.root / relative)
+        for name in SHARED_STEPS:  # linked even before the base records them (a dangling link reads as "not run")
+            _link(_record_path(base, name), _record_path(child, name))
         return child
 
     def derive(self, config: Config, base: Workspace) -> tuple[Config, Workspace]:
@@ -203,6 +212,10 @@ class PoolVariant:
 
     def build(self, config: Config, base: Workspace, progress: bool) -> tuple[Config, Workspace]:
         """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
+        missing = [name for name in SHARED_STEPS if not is_current(config, base, name)]
+        if missing:
+            raise RuntimeError(f"{base.root}: step(s) {', '.join(missing)} not run or stale; the studies build on the "
+                               "base workspace's data, behaviour vectors and item text: run 'reland run' there first")
         derived, child = self.derive(config, base)
         for step in POOL_STEPS:
             run_step(derived, child, step, progress)

@@ -31,6 +31,24 @@ def test_a_sweep_budget_equal_to_the_base_reuses_the_base_workspace(tmp_path):
     assert child[0].seeds.budget == 0.05 and child[1].root == tmp_path / "studies" / "budget-0.05"
 
 
+
+def test_a_derived_pool_waits_for_the_base_and_follows_its_item_text(tmp_path):
+    """A sweep on a base without item text fails before any pool is built; a derived workspace made early
+    still sees the base's later steps, so its Feast views are applied again with the item text."""
+    from components.steps import STEPS, fingerprint, record_step
+
+    base, config = Workspace(tmp_path), load_config()
+    variant = PoolVariant("budget-0.05", {"seeds": {"budget": 0.05, "count": None}})
+    with pytest.raises(RuntimeError, match=r"embed_users, embed_item_text not run or stale.*'reland run'"):
+        variant.build(config, base, progress=False)
+    derived, child = variant.derive(config, base)
+    prints = [fingerprint(derived, child, STEPS["apply_features"])]
+    for content in (b"item text v1", b"item text v2, re-embedded"):
+        base.item_text.write_bytes(content)
+        record_step(config, base, "embed_item_text", {}, 0.0)
+        prints.append(fingerprint(derived, child, STEPS["apply_features"]))
+    assert len(set(prints)) == 3
+
 def test_a_task_imports_only_its_own_steps_libraries(tmp_path):
     """A Kubeflow task starts in a fresh process: checking and running ``sample_seeds`` must not pay
     for importing DGL, torch or transformers (seconds each)."""
