@@ -17,6 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from components.config import Config
@@ -175,7 +176,7 @@ POOL_STEPS = ("sample_seeds", "generate_rationales", "build_pool", "retrieve_rat
 SHARED_STEPS = ("prepare_data", "train_encoder", "embed_users", "embed_item_text")  # a derived workspace links their outputs
 
 
-def _link(target, link) -> None:
+def _link(target: Path, link: Path) -> None:
     """A relative symlink ``link`` -> ``target`` (the pair can move together), unless ``link`` is there."""
     link.parent.mkdir(parents=True, exist_ok=True)
     if not os.path.lexists(link):

@@ -31,7 +31,6 @@ def test_a_sweep_budget_equal_to_the_base_reuses_the_base_workspace(tmp_path):
     assert child[0].seeds.budget == 0.05 and child[1].root == tmp_path / "studies" / "budget-0.05"
 
 
-
 def test_a_derived_pool_waits_for_the_base_and_follows_its_item_text(tmp_path):
     """A sweep on a base without item text fails before any pool is built; a derived workspace made early
     still sees the base's later steps, so its Feast views are applied again with the item text."""
@@ -48,6 +47,7 @@ def test_a_derived_pool_waits_for_the_base_and_follows_its_item_text(tmp_path):
         record_step(config, base, "embed_item_text", {}, 0.0)
         prints.append(fingerprint(derived, child, STEPS["apply_features"]))
     assert len(set(prints)) == 3
+
 
 def test_a_task_imports_only_its_own_steps_libraries(tmp_path):
     """A Kubeflow task starts in a fresh process: checking and running ``sample_seeds`` must not pay
