@@ -215,8 +215,8 @@ class PoolVariant:
         """Seeds → rationales → pool → retrieval → Feast registry in the derived workspace (steps already current are skipped)."""
         missing = [name for name in SHARED_STEPS if not is_current(config, base, name)]
         if missing:
-            raise RuntimeError(f"{base.root}: step(s) {', '.join(missing)} not run or stale; the studies build on the "
-                               "base workspace's data, behaviour vectors and item text: run 'reland run' there first")
+            raise FileNotFoundError(f"{base.root}: step(s) {', '.join(missing)} not run or stale; the studies build on "
+                                    "the base workspace's data, behaviour vectors and item text: run 'reland run' there first")
         derived, child = self.derive(config, base)
         for step in POOL_STEPS:
             run_step(derived, child, step, progress)

@@ -38,7 +38,7 @@ def test_a_derived_pool_waits_for_the_base_and_follows_its_item_text(tmp_path):
 
     base, config = Workspace(tmp_path), load_config()
     variant = PoolVariant("budget-0.05", {"seeds": {"budget": 0.05, "count": None}})
-    with pytest.raises(RuntimeError, match=r"embed_users, embed_item_text not run or stale.*'reland run'"):
+    with pytest.raises(FileNotFoundError, match=r"embed_users, embed_item_text not run or stale.*'reland run'"):
         variant.build(config, base, progress=False)
     derived, child = variant.derive(config, base)
     prints = [fingerprint(derived, child, STEPS["apply_features"])]
