@@ -473,6 +473,10 @@ def experiments_recommend_budget(obj: _Context, backbone: str, value_per_point: 
         click.echo(f"{backbone}: recommended budget {r['budget']:.2%} (90% range {r['budget_low']:.2%}-"
                    f"{r['budget_high']:.2%}), expected lift {r['expected_lift_points']:+.2f} points of NDCG@10, "
                    f"net ${r['net_value_usd']:,.2f} ({r['curve']} curve)")
+        if r["extrapolated"]:
+            click.echo(f"note: {r['budget']:.2%} lies outside the budgets the sweep measured "
+                       f"({r['measured_budget_min']:.2%}-{r['measured_budget_max']:.2%}); the curve is extrapolated "
+                       f"there, so sweep that budget before relying on it")
     click.echo(f"for {r['users']:,} users: {r['seeds']:,} seeds, {r.get('pool_calls', 0):,.0f} LLM calls, "
                f"{r.get('pool_accelerator_hours', 0):,.2f} accelerator-hours, ${r.get('pool_usd', 0):,.2f}; "
                f"asking every user would cost ${r.get('per_user_inference_usd', 0):,.2f} "

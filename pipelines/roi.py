@@ -80,7 +80,10 @@ def budget_table(sweep: pd.DataFrame, backbone: str) -> pd.DataFrame:
 
 def recommend_budget(sweep: pd.DataFrame, backbone: str, value_per_point: float, users: int | None = None,
                      draws: int = 500, seed: int = 0) -> dict:
-    """The budget maximising net value for ``users`` users (default: the sweep's), with a 90% range."""
+    """The budget maximising net value for ``users`` users (default: the sweep's), with a 90% range.
+
+    The search reaches a tenth of the smallest budget measured, so a flat curve can recommend a budget
+    the sweep never ran: ``extrapolated`` says so, and the CLI prints it."""
     table = budget_table(sweep, backbone)
     seeds = table["seeds"].to_numpy(float)
     sweep_users = float(np.median(seeds / table["budget"]))
@@ -99,8 +102,11 @@ def recommend_budget(sweep: pd.DataFrame, backbone: str, value_per_point: float,
         except ValueError:
             continue
     low, high = np.percentile(redrawn, [5, 95]) if redrawn else (math.nan, math.nan)
+    measured = (float(table["budget"].min()), float(table["budget"].max()))
     return {"backbone": backbone, "value_per_point": value_per_point, "users": users, "curve": curve.form,
             "a": curve.a, "b": curve.b, "budget": chosen, "budget_low": float(low), "budget_high": float(high),
+            "measured_budget_min": measured[0], "measured_budget_max": measured[1],
+            "extrapolated": bool(chosen) and not measured[0] <= chosen <= measured[1],
             "expected_lift_points": float(curve(chosen)), "lift_at_full_budget_points": float(curve(1.0)),
             "usd_per_seed": usd_per_seed,
             "net_value_usd": float(value_per_point * curve(chosen) - usd_per_budget * chosen),

@@ -403,7 +403,8 @@ def sweep_recommendation(config: Config, workspace: Workspace, backbone: str, va
     use_experiment(workspace, name)
     with start_run(run_name=f"recommend-budget {backbone}"):
         mlflow.log_params({"backbone": backbone, "value_per_point": value_per_point, "users": result["users"],
-                           "curve": result["curve"], "sweep_table": source.name})
+                           "curve": result["curve"], "sweep_table": source.name,
+                           "extrapolated": result["extrapolated"]})
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and np.isfinite(v)})
         for path in paths:
             mlflow.log_artifact(str(path))

@@ -38,7 +38,7 @@ def test_the_recommended_budget_is_the_known_optimum():
     optimum = math.log(10) / 20
     sweep = synthetic_sweep(Curve("saturating", 5.0, 20.0)(BUDGETS))
     r = recommend_budget(sweep, "sasrec", value_per_point=1_000, users=1_000_000)
-    assert r["budget"] == pytest.approx(optimum, rel=0.02)
+    assert r["budget"] == pytest.approx(optimum, rel=0.02) and not r["extrapolated"]
     assert r["budget_low"] <= optimum <= r["budget_high"] and r["budget_high"] - r["budget_low"] < 0.1
     assert r["seeds"] == round(r["budget"] * 1_000_000)
     assert r["pool_usd"] == pytest.approx(0.01 * r["seeds"]) and r["pool_calls"] == pytest.approx(1.5 * r["seeds"])
@@ -52,3 +52,10 @@ def test_no_budget_is_recommended_when_nothing_pays():
     assert recommend_budget(sweep, "sasrec", value_per_point=1, users=10**8)["budget"] == 0.0
     with pytest.raises(ValueError, match="no budget rows for backbone 'gru4rec'"):
         recommend_budget(sweep, "gru4rec", 1_000)
+
+
+def test_a_flat_lift_recommends_below_the_sweep_and_says_it_extrapolates():
+    # The same lift at every budget: the cheapest budget the search reaches wins, a tenth of the smallest swept.
+    r = recommend_budget(synthetic_sweep(np.full(len(BUDGETS), 0.3)), "sasrec", value_per_point=1_000, users=10**6)
+    assert r["budget"] < BUDGETS.min() and r["extrapolated"]
+    assert (r["measured_budget_min"], r["measured_budget_max"]) == (BUDGETS.min(), BUDGETS.max())
