@@ -332,14 +332,18 @@ def export_batch(config: Config, workspace: Workspace, target: Path, every_user:
 
 
 def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
-    """Store a batch run's answers in the response cache; failed or unknown lines are counted, not stored."""
+    """Store a batch run's answers in the response cache; failed or unknown lines are counted, not stored.
+
+    A request answered twice (a resumed worker, or two workers appending to one file) keeps its first
+    answer and counts as a duplicate, so ``imported`` never exceeds ``requests``."""
     with requests.open() as handle:
         asked = {r["custom_id"]: r["body"] for r in map(json.loads, filter(str.strip, handle))}
-    entries, failed, unknown = [], 0, 0
+    entries, failed, unknown, duplicates = {}, 0, 0, 0
     with results.open() as handle:
-        for number, line in enumerate(filter(str.strip, handle), 1):
+        for line in filter(str.strip, handle):
             result = json.loads(line)
-            body = asked.get(result.get("custom_id"))
+            key = result.get("custom_id")
+            body = asked.get(key)
             response = result.get("response") or {}
             if body is None:
                 unknown += 1
@@ -347,19 +351,23 @@ def import_batch(workspace: Workspace, requests: Path, results: Path) -> dict:
             if result.get("error") or response.get("status_code") != 200:
                 failed += 1
                 continue
+            if key in entries:
+                duplicates += 1
+                continue
             answer, usage = response["body"], response["body"]["usage"]
             last = body["messages"][-1]
             prefill = last["content"] if last["role"] == "assistant" else ""
             text = (prefill + answer["choices"][0]["message"]["content"]).strip()
-            entries.append((result["custom_id"], body["metadata"]["model"], body["metadata"]["template_version"],
-                            body["messages"], Completion(text, usage["prompt_tokens"], usage["completion_tokens"],
-                                                         float(answer.get("reland_seconds", 0.0)))))
+            entries[key] = (key, body["metadata"]["model"], body["metadata"]["template_version"], body["messages"],
+                            Completion(text, usage["prompt_tokens"], usage["completion_tokens"],
+                                       float(answer.get("reland_seconds", 0.0))))
     cache = ResponseCache(workspace.llm_cache)
     try:
-        cache.put(entries)
+        cache.put(list(entries.values()))
     finally:
         cache.close()
-    return {"imported": len(entries), "failed": failed, "unknown": unknown, "requests": len(asked)}
+    return {"imported": len(entries), "failed": failed, "unknown": unknown, "duplicates": duplicates,
+            "requests": len(asked)}
 
 
 class PoolCost(TypedDict):

@@ -235,7 +235,8 @@ def rationales_import_batch(obj: _Context, requests: str, results: str) -> None:
 
     summary = import_batch(obj.workspace, Path(requests), Path(results))
     click.echo(f"imported {summary['imported']:,} answers of {summary['requests']:,} requests "
-               f"({summary['failed']:,} failed, {summary['unknown']:,} not in the request file)")
+               f"({summary['failed']:,} failed, {summary['unknown']:,} not in the request file, "
+               f"{summary['duplicates']:,} repeated answers skipped)")
 
 
 def _print_llm_summary(summary: dict) -> None:

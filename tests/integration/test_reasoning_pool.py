@@ -285,7 +285,12 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_pat
     assert len(results.read_text().splitlines()) == 1, "the answer generated before the kill is kept"
     assert run_batch(requests, results, smollm, chunk=3) == 5
     assert run_batch(requests, results, smollm) == 0, "a rerun skips answered requests"
-    assert import_batch(ws, requests, results) == {"imported": 6, "failed": 0, "unknown": 0, "requests": 6}
+    assert import_batch(ws, requests, results) == {"imported": 6, "failed": 0, "unknown": 0, "duplicates": 0,
+                                                   "requests": 6}
+    twice = tmp_path / "two-workers-one-file.jsonl"
+    twice.write_text(results.read_text() * 2)
+    assert import_batch(ws, requests, twice) == {"imported": 6, "failed": 0, "unknown": 0, "duplicates": 6,
+                                                 "requests": 6}, "each request's answer is stored once"
     assert export_batch(cfg, ws, requests)["requests"] == 0
     summary = generate_rationales(cfg, ws, backend=_NoCalls(), progress=False)
     assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2
