@@ -8,18 +8,34 @@ Runs the local backend over a request file written by ``reland rationales export
 is continued, as vLLM's ``continue_final_message``).  Needs torch and transformers only, so
 it runs on a bare GPU box; the results go back with ``reland rationales import-batch``.
 Each answer is appended and flushed as it is generated: a rerun skips the requests already answered.
+A worker holds an exclusive lock on its results file, so a second worker started on it stops at once.
 The same request file also suits vLLM's ``python -m vllm.entrypoints.openai.run_batch``.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
 from itertools import groupby
 from pathlib import Path
+from typing import IO
 
 from models.llm.base import Completion
 from models.llm.local import LocalBackend
+
+
+class ResultsInUse(RuntimeError):
+    """Another worker is writing this results file."""
+
+
+def claim(out: IO, results: Path) -> None:
+    """One worker per results file: a second would answer every pending request again and append duplicates."""
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ResultsInUse(f"{results}: another batch worker is writing this file; "
+                           "give each worker its own request and results files") from None
 
 
 def answered(results: Path) -> set[str]:
@@ -43,18 +59,19 @@ def result_line(custom_id: str, model: str, prefill: str, completion: Completion
 
 def run_batch(requests: Path, results: Path, backend: LocalBackend, chunk: int = 1024) -> int:
     """Answer every request not yet in ``results``; returns how many were answered now."""
-    done = answered(results)
-    with requests.open() as handle:
-        pending = [line for line in map(json.loads, filter(str.strip, handle)) if line["custom_id"] not in done]
     def temperature(request: dict) -> float:
         return request["body"].get("temperature", 0)
 
-    # One temperature per chunk (greedy first); similar lengths pad less.
-    pending.sort(key=lambda r: (temperature(r), len(json.dumps(r["body"]["messages"]))))
-    groups = [list(group) for _, group in groupby(pending, key=temperature)]
-    parts = [group[i: i + chunk] for group in groups for i in range(0, len(group), chunk)]
     done_now = 0
     with results.open("a") as out:
+        claim(out, results)
+        done = answered(results)
+        with requests.open() as handle:
+            pending = [line for line in map(json.loads, filter(str.strip, handle)) if line["custom_id"] not in done]
+        # One temperature per chunk (greedy first); similar lengths pad less.
+        pending.sort(key=lambda r: (temperature(r), len(json.dumps(r["body"]["messages"]))))
+        groups = [list(group) for _, group in groupby(pending, key=temperature)]
+        parts = [group[i: i + chunk] for group in groups for i in range(0, len(group), chunk)]
         for part in parts:
             def write(index: int, completion: Completion, part: list[dict] = part) -> None:
                 nonlocal done_now
@@ -85,7 +102,10 @@ def main() -> None:
     backend = LocalBackend(args.model_path, args.gguf_file, args.batch_size, stop_after_lines=args.stop_after_lines,
                            device=args.device)
     started = time.perf_counter()
-    count = run_batch(args.requests, args.results, backend)
+    try:
+        count = run_batch(args.requests, args.results, backend)
+    except ResultsInUse as busy:
+        raise SystemExit(f"error: {busy}") from None
     seconds = time.perf_counter() - started
     print(f"{count:,} requests in {seconds:.1f}s ({count / max(seconds, 1e-9):.1f}/s) on {backend.device}")
 

@@ -296,6 +296,22 @@ def test_offline_batch_round_trip_leaves_nothing_to_call(seeded, smollm, tmp_pat
     assert summary["calls"] == 0 and summary["cache_hits"] >= 2 and summary["seeds"] == 2
 
 
+def test_a_second_batch_worker_on_the_same_results_file_stops_before_answering(tmp_path):
+    """Two workers on one results file would both answer everything: the second one stops at once."""
+    import fcntl
+
+    from models.llm.batch import ResultsInUse, run_batch
+
+    requests, results = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    requests.write_text('{"custom_id": "a", "body": {"messages": [], "max_tokens": 8}}\n')
+    results.write_text("")
+    with results.open("a") as first_worker:
+        fcntl.flock(first_worker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ResultsInUse, match="another batch worker is writing"):
+            run_batch(requests, results, backend=None)
+    assert results.read_text() == "", "nothing was written"
+
+
 def test_a_second_export_asks_only_the_reasks_the_imported_answers_need(seeded, tmp_path):
     """After a first round without re-asks: a grounded answer needs nothing more, a malformed one its
     stricter re-ask, a vacuous one its sampled re-ask."""
